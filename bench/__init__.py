@@ -1,0 +1,1 @@
+"""The microbenchmark grid: `python -m bench` from the repository, or `nanonorm bench`."""

@@ -1,0 +1,1 @@
+"""One module per `nanonorm` subcommand: HELP, configure(parser), run(args) -> int."""

@@ -1,0 +1,78 @@
+"""`nanonorm info`: versions, CPU, GPU and which implementation each op runs."""
+from __future__ import annotations
+
+HELP = "Print versions, the machine, and which implementation each op dispatches to"
+
+
+def configure(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a JSON object instead")
+
+
+def environment() -> dict:
+    """Versions and machine facts, shared with the report and the benchmarks."""
+    import datetime
+    import importlib.metadata as md
+    import os
+    import platform
+
+    versions = {}
+    for dist in ("nanonorm", "numpy", "numba", "array-api-compat", "safetensors", "matplotlib",
+                 "cupy-cuda12x", "numba-cuda", "torch", "transformers"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "gpu": _gpu_name(),
+        "versions": versions,
+    }
+
+
+def _cpu_name() -> str:
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _gpu_name() -> str | None:
+    try:
+        import cupy
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        name = props["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # no CuPy, no driver or no device: all mean "no GPU" here
+        return None
+
+
+def run(args) -> int:
+    import json
+
+    import numpy as np
+
+    from ..dispatch import implementation_for, kernels
+
+    env = environment()
+    ops = sorted(kernels("reference"))
+    env["dispatch_numpy"] = {op: implementation_for(op, np.empty(0)) for op in ops}
+    if args.json:
+        print(json.dumps(env, indent=2))
+        return 0
+    for key in ("date", "python", "platform", "cpu", "cpu_count", "gpu"):
+        print(f"{key:10s} {env[key]}")
+    for dist, version in env["versions"].items():
+        print(f"{dist:18s} {version}")
+    print("dispatch for NumPy arrays:")
+    for op, impl in env["dispatch_numpy"].items():
+        print(f"  {op:40s} {impl}")
+    return 0

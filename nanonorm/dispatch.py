@@ -1,0 +1,80 @@
+"""Chooses, per op and per array type, which implementation runs: reference, numba or cuda.
+
+Each implementation is a module exposing `KERNELS`, a dict from op name ("layer_norm_forward",
+...) to a function with the reference's signature and cache type, so any forward pairs with any
+backward. NumPy arrays prefer the Numba kernels, CuPy arrays the CUDA kernels; anything else
+(array_api_strict, torch) runs the reference. `use_impl(name)` or the environment variable
+NANONORM_IMPL forces one implementation for the ops it provides; the others stay on the
+reference.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import os
+from typing import Callable, Iterator
+
+from .backend import Array, backend_name
+
+IMPLEMENTATIONS = ("reference", "numba", "cuda")
+ENV_VAR = "NANONORM_IMPL"
+
+_MODULES = {
+    "reference": "nanonorm.ops.registry",
+    "numba": "nanonorm.kernels.cpu",
+    "cuda": "nanonorm.kernels.cuda",
+}
+# which array libraries an implementation can run on
+_SUPPORTS = {"reference": None, "numba": {"numpy"}, "cuda": {"cupy"}}
+_PREFERRED = {"numpy": ("numba", "reference"), "cupy": ("cuda", "reference")}
+
+_forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("nanonorm_impl", default=None)
+_tables: dict[str, dict[str, Callable]] = {}
+
+
+def _check_name(name: str) -> str:
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, got {name!r}")
+    return name
+
+
+@contextlib.contextmanager
+def use_impl(name: str) -> Iterator[None]:
+    """Force one implementation inside the block (ops it lacks stay on the reference)."""
+    token = _forced.set(_check_name(name))
+    try:
+        yield
+    finally:
+        _forced.reset(token)
+
+
+def forced_impl() -> str | None:
+    name = _forced.get() or os.environ.get(ENV_VAR) or None
+    return None if name is None else _check_name(name)
+
+
+def kernels(impl: str) -> dict[str, Callable]:
+    """The op table of one implementation; empty when it cannot be imported here."""
+    if impl not in _tables:
+        try:
+            _tables[impl] = dict(importlib.import_module(_MODULES[_check_name(impl)]).KERNELS)
+        except ImportError:
+            _tables[impl] = {}
+    return _tables[impl]
+
+
+def implementation_for(op: str, x: Array) -> str:
+    """The name of the implementation that `op` would run on arrays like `x`."""
+    lib = backend_name(x)
+    forced = forced_impl()
+    order = (forced, "reference") if forced else _PREFERRED.get(lib, ("reference",))
+    for impl in order:
+        libs = _SUPPORTS[impl]
+        if (libs is None or lib in libs) and op in kernels(impl):
+            return impl
+    raise LookupError(f"no implementation of {op} for {lib} arrays")  # pragma: no cover
+
+
+def resolve(op: str, x: Array) -> Callable:
+    return kernels(implementation_for(op, x))[op]

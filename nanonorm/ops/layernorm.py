@@ -1,0 +1,64 @@
+"""LayerNorm over any number of trailing dims, as torch.nn.functional.layer_norm."""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from ..backend import Array, array_namespace
+
+
+class LayerNormCache(NamedTuple):
+    x: Array            # (N, D) input, flattened to rows; xhat is recomputed from it
+    mean: Array         # (N, 1)
+    rstd: Array         # (N, 1) 1 / sqrt(var + eps)
+    weight: Array | None  # (D,) flattened, or None
+    has_bias: bool
+    x_shape: tuple      # the input's original shape
+    param_shape: tuple  # normalized_shape
+
+
+def row_moments(x: Array) -> tuple[Array, Array]:
+    """Per-row mean and biased variance of x (N, D), safe at any magnitude.
+
+    Two passes plus a correction of the mean by the mean residual: a constant row gets its
+    exact value as mean (variance exactly 0) even when the first sum rounds, and rows around
+    1e18 with a spread of 1e16 never form E[x²] - E[x]², which would cancel catastrophically.
+    """
+    xp = array_namespace(x)
+    mean = xp.mean(x, axis=-1, keepdims=True)                       # (N, 1)
+    mean = mean + xp.mean(x - mean, axis=-1, keepdims=True)
+    xc = x - mean                                                   # (N, D)
+    var = xp.mean(xc * xc, axis=-1, keepdims=True)                  # (N, 1)
+    return mean, var
+
+
+def layer_norm_forward(x: Array, normalized_shape: tuple[int, ...], weight: Array | None = None,
+                       bias: Array | None = None, eps: float = 1e-5):
+    xp = array_namespace(x, weight, bias)
+    d = math.prod(normalized_shape)
+    x2 = xp.reshape(x, (-1, d))                                     # (N, D)
+    mean, var = row_moments(x2)
+    rstd = 1.0 / xp.sqrt(var + eps)                                 # (N, 1)
+    y = (x2 - mean) * rstd                                          # (N, D) xhat
+    w = None if weight is None else xp.reshape(weight, (d,))
+    if w is not None:
+        y = y * w
+    if bias is not None:
+        y = y + xp.reshape(bias, (d,))
+    cache = LayerNormCache(x2, mean, rstd, w, bias is not None, tuple(x.shape),
+                           tuple(normalized_shape))
+    return xp.reshape(y, x.shape), cache
+
+
+def layer_norm_backward(dy: Array, cache: LayerNormCache):
+    xp = array_namespace(dy)
+    d = cache.x.shape[-1]
+    dy2 = xp.reshape(dy, (-1, d))                                   # (N, D)
+    xhat = (cache.x - cache.mean) * cache.rstd                      # (N, D) recomputed
+    g = dy2 if cache.weight is None else dy2 * cache.weight         # (N, D)
+    dx = cache.rstd * (g - xp.mean(g, axis=-1, keepdims=True)
+                       - xhat * xp.mean(g * xhat, axis=-1, keepdims=True))
+    dw = None if cache.weight is None else xp.reshape(xp.sum(dy2 * xhat, axis=0),
+                                                       cache.param_shape)
+    db = xp.reshape(xp.sum(dy2, axis=0), cache.param_shape) if cache.has_bias else None
+    return xp.reshape(dx, cache.x_shape), dw, db

@@ -1,0 +1,31 @@
+"""y = x @ weight + bias, weight in GPT-2's (in_features, out_features) layout."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ..backend import Array, array_namespace
+
+
+class LinearCache(NamedTuple):
+    x: Array            # (..., in)
+    weight: Array       # (in, out)
+    has_bias: bool
+
+
+def linear_forward(x: Array, weight: Array, bias: Array | None = None):
+    y = x @ weight                                                  # (..., out)
+    if bias is not None:
+        y = y + bias
+    return y, LinearCache(x, weight, bias is not None)
+
+
+def linear_backward(dy: Array, cache: LinearCache):
+    xp = array_namespace(dy)
+    x, w = cache.x, cache.weight
+    n_in, n_out = w.shape
+    dy2 = xp.reshape(dy, (-1, n_out))                               # (N, out)
+    x2 = xp.reshape(x, (-1, n_in))                                  # (N, in)
+    dx = dy @ xp.matrix_transpose(w)                                # (..., in)
+    dw = xp.matrix_transpose(x2) @ dy2                              # (in, out)
+    db = xp.sum(dy2, axis=0) if cache.has_bias else None            # (out,)
+    return dx, dw, db

@@ -1,0 +1,1 @@
+"""The source documents' experiments: one function per study returning its numbers."""

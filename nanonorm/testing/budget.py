@@ -1,0 +1,41 @@
+"""Error-budget closeness: tolerances that follow the dtype instead of hand-tuned constants."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import to_numpy
+
+
+def max_abs_error(a, exact) -> float:
+    """max |a - exact| over finite entries, in float64 (nonfinite entries must match exactly)."""
+    a = np.asarray(to_numpy(a), dtype=np.float64)
+    e = np.asarray(to_numpy(exact), dtype=np.float64)
+    if a.shape != e.shape:
+        raise AssertionError(f"shape {a.shape} != expected {e.shape}")
+    finite = np.isfinite(e)
+    if not np.array_equal(np.isfinite(a), finite) or not np.array_equal(a[~finite], e[~finite]):
+        raise AssertionError("non-finite entries (inf, -inf, nan) differ from the expected ones")
+    return float(np.max(np.abs(a[finite] - e[finite]), initial=0.0))
+
+
+def assert_close_budget(actual, approx, exact, *, factor: float = 4.0, ulps: float = 8.0,
+                        name: str = "result") -> float:
+    """Assert err(actual) <= factor · err(approx) + ulps · eps(dtype) · max|exact|.
+
+    `exact` is the float64 answer, `approx` the reference implementation run in the same dtype
+    as `actual`: a kernel may lose at most `factor` times the accuracy the reference itself
+    loses in that dtype. The ulps term covers inputs where the reference happens to be exact.
+    Returns the measured error of `actual`.
+    """
+    dtype = np.dtype(str(to_numpy(actual).dtype))
+    eps = float(np.finfo(dtype).eps) if dtype.kind == "f" else 0.0
+    err = max_abs_error(actual, exact)
+    budget_ref = max_abs_error(approx, exact)
+    e = np.asarray(to_numpy(exact), dtype=np.float64)
+    scale = float(np.max(np.abs(e[np.isfinite(e)]), initial=0.0))
+    budget = factor * budget_ref + ulps * eps * scale
+    if not err <= budget:
+        raise AssertionError(f"{name}: error {err:.3e} exceeds the budget {budget:.3e} "
+                             f"({factor} x reference error {budget_ref:.3e} + {ulps} ulps of "
+                             f"{scale:.3e} in {dtype})")
+    return err

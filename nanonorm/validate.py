@@ -1,0 +1,79 @@
+"""Argument checks for the public boundary: each names the argument and what was expected."""
+from __future__ import annotations
+
+import math
+import numbers
+
+from .backend import Array, array_namespace
+
+
+def namespace(**arrays: Array | None):
+    """The shared array namespace of the named arguments (None skipped); TypeError on mixing."""
+    names = tuple(arrays)
+    return array_namespace(*arrays.values(), names=names)
+
+
+def floating(xp, name: str, x: Array) -> None:
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(f"{name} must be a real floating-point array (float32 or float64), "
+                        f"got dtype {x.dtype}")
+
+
+def integer(xp, name: str, x: Array) -> None:
+    if not xp.isdtype(x.dtype, "integral"):
+        raise TypeError(f"{name} must be an integer array, got dtype {x.dtype}")
+
+
+def same_dtype(name: str, x: Array, ref_name: str, ref: Array) -> None:
+    if x.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {x.dtype} but {ref_name} has dtype {ref.dtype}; "
+                        f"they must match")
+
+
+def shape(name: str, x: Array, expected: tuple, what: str = "") -> None:
+    if tuple(x.shape) != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)}{what}, got {tuple(x.shape)}")
+
+
+def min_ndim(name: str, x: Array, n: int, layout: str) -> None:
+    if x.ndim < n:
+        raise ValueError(f"{name} must have at least {n} dims {layout}, got shape {tuple(x.shape)}")
+
+
+def real_number(name: str, value, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{name} must be a {'positive ' if positive else ''}finite number, "
+                         f"got {value}")
+    return value
+
+
+def axis(name: str, value, ndim: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not -ndim <= value < ndim:
+        raise ValueError(f"{name}={value} is out of range for an array with {ndim} dims "
+                         f"(expected {-ndim} <= {name} < {ndim})")
+    return int(value) % ndim - ndim   # negative form: stays right when leading dims broadcast
+
+
+def index_range(xp, name: str, idx: Array, upper: int, what: str) -> None:
+    """0 <= idx < upper everywhere (one reduction, read back once)."""
+    if idx.size and (bool(xp.min(idx) < 0) or bool(xp.max(idx) >= upper)):
+        raise ValueError(f"{name} must lie in [0, {upper}) ({what}), got values in "
+                         f"[{int(xp.min(idx))}, {int(xp.max(idx))}]")
+
+
+def cache_type(name: str, cache, expected: type) -> None:
+    if not isinstance(cache, expected):
+        raise TypeError(f"{name} must be the {expected.__name__} returned by the forward, "
+                        f"got {type(cache).__name__}")
+
+
+def gradient(name: str, dy: Array, like: Array, like_name: str) -> None:
+    """dy is an array of the forward output's library, dtype and shape."""
+    xp = array_namespace(dy, like, names=(name, like_name))
+    floating(xp, name, dy)
+    same_dtype(name, dy, like_name, like)
