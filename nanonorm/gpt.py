@@ -1,0 +1,343 @@
+"""GPT-2, forward and backward by hand, composed from `nanonorm.functional`.
+
+Every layer is a functional `*_forward` call whose cache the model keeps, and the backward walks
+them in reverse; the only things the model adds itself are visible here: the residual stream's
+accumulation (`dx = dx + ...`), the head split of the fused c_attn, the sum over the batch for
+the position embedding, and the tied embedding's two gradients. Parameters carry the Hugging
+Face GPT-2 names, so loading a checkpoint needs no renaming.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+from . import functional as F
+from . import validate as check
+from .backend import Array, array_namespace, backend_name, get_namespace, normal, to_numpy
+from .gpt_config import GPTConfig, parameter_shapes
+
+__all__ = ["GPT", "GPTConfig", "KVCache"]
+
+DTYPES = ("float32", "float64")
+DEVICES = {"cpu": "numpy", "cuda": "cupy"}
+INIT_STD = 0.02
+
+
+class BlockCache(NamedTuple):
+    ln_1: object        # LayerNormCache of x (B, T, C)
+    c_attn: object      # LinearCache (B, T, C) -> (B, T, 3C)
+    attn: object        # AttentionCache, q k v (B, NH, T, hs)
+    c_proj: object      # LinearCache (B, T, C) -> (B, T, C)
+    ln_2: object
+    c_fc: object        # LinearCache (B, T, C) -> (B, T, 4C)
+    gelu: object
+    mlp_proj: object    # LinearCache (B, T, 4C) -> (B, T, C)
+
+
+class ModelCache(NamedTuple):
+    wte: object         # EmbeddingCache of idx (B, T)
+    wpe: object         # EmbeddingCache of positions (T,)
+    blocks: list
+    ln_f: object
+    head: object        # LinearCache (B, T, C) -> (B, T, V)
+    loss: object        # CrossEntropyCache
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, per layer: (B, NH, block_size, hs) buffers
+    filled left to right, so decoding one token costs one new row per layer."""
+
+    def __init__(self, xp, config: GPTConfig, batch: int, dtype, device=None):
+        shape = (batch, config.n_head, config.block_size, config.head_size)
+        self.k = [xp.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)]
+        self.v = [xp.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)]
+        self.length = 0     # positions already stored
+
+    def append(self, layer: int, k: Array, v: Array) -> tuple[Array, Array]:
+        """Store k, v (B, NH, T, hs) after the cached ones; return all keys/values so far."""
+        t0, t1 = self.length, self.length + k.shape[2]
+        self.k[layer][:, :, t0:t1, :] = k
+        self.v[layer][:, :, t0:t1, :] = v
+        return self.k[layer][:, :, :t1, :], self.v[layer][:, :, :t1, :]   # (B, NH, S, hs)
+
+
+class GPT:
+    """GPT-2: learned positions, pre-LN blocks, causal multi-head attention, tanh-GELU MLP."""
+
+    def __init__(self, config: GPTConfig, *, seed: int = 0, dtype: str = "float32",
+                 device: str = "cpu"):
+        self._setup(config, dtype, device)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        # GPT-2's init: N(0, 0.02); the projections that write into the residual stream are
+        # scaled by 1/sqrt(2·n_layer) (two per block) so the stream's variance stays O(1).
+        rng = np.random.default_rng(seed)
+        proj_std = INIT_STD / math.sqrt(2 * config.n_layer)
+        xp, kw = self.xp, dict(dtype=self._xp_dtype, device=self._xp_device)
+        self._params: dict[str, Array] = {}
+        for name, shape in parameter_shapes(config).items():
+            if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+                self._params[name] = xp.ones(shape, **kw)
+            elif name.endswith(".bias"):
+                self._params[name] = xp.zeros(shape, **kw)
+            else:
+                std = proj_std if name.endswith("c_proj.weight") else INIT_STD
+                self._params[name] = normal(shape, std, rng=rng, like_xp=xp, dtype=self.dtype,
+                                            device=self._xp_device)
+
+    def _setup(self, config: GPTConfig, dtype, device) -> None:
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
+        name = getattr(dtype, "__name__", None) or getattr(dtype, "name", None) or dtype
+        if name not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {tuple(DEVICES)}, got {device!r}")
+        self.config, self.dtype, self.device = config, name, device
+        self.xp = get_namespace(DEVICES[device])
+        self._xp_dtype = getattr(self.xp, name)
+        self._xp_device = None   # the current device of the backend
+        self._cache: ModelCache | None = None
+
+    # parameters ----------------------------------------------------------------------------
+
+    def parameters(self) -> dict[str, Array]:
+        """The live name → array dict; optimisers update these arrays in place."""
+        return self._params
+
+    def state_dict(self) -> dict[str, Array]:
+        """A new dict holding the parameter arrays themselves (not copies)."""
+        return dict(self._params)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Copy `state` into the parameters in place. Names and shapes are all validated
+        before anything is written, so a bad state leaves the model unchanged."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict of name -> array, got {type(state).__name__}")
+        missing = [k for k in self._params if k not in state]
+        unexpected = [k for k in state if k not in self._params]
+        if missing or unexpected:
+            raise ValueError(f"state_dict mismatch: missing {missing}, unexpected {unexpected}")
+        staged = {}
+        for name, value in state.items():
+            target = self._params[name]
+            if tuple(value.shape) != tuple(target.shape):
+                raise ValueError(f"{name}: shape {tuple(value.shape)} in the state but "
+                                 f"{tuple(target.shape)} in the model")
+            if backend_name(value) != backend_name(target):
+                value = to_numpy(value)
+            xp = array_namespace(value, names=(name,))
+            check.floating(xp, name, value)
+            staged[name] = self.xp.asarray(value, dtype=self._xp_dtype, device=self._xp_device)
+        for name, value in staged.items():
+            self._params[name][...] = value
+
+    def num_parameters(self) -> int:
+        """Parameters actually allocated (compare with config.num_parameters())."""
+        return sum(math.prod(p.shape) for p in self._params.values())
+
+    def _lm_head(self) -> Array:
+        """The unembedding in linear's (in, out) = (C, V) layout: a transposed view, no copy."""
+        w = self._params["transformer.wte.weight" if self.config.tie_weights else "lm_head.weight"]
+        return self.xp.matrix_transpose(w)                              # (C, V)
+
+    # forward / backward --------------------------------------------------------------------
+
+    def forward(self, idx, targets=None):
+        """logits (B, T, V) and the mean cross-entropy against targets (B, T) (None if absent).
+
+        With targets the caches are kept for `backward`; without, nothing is kept.
+        """
+        idx = self._ids("idx", idx)
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"idx has {T} positions but block_size is {self.config.block_size}")
+        if targets is not None:
+            targets = self._ids("targets", targets)
+            check.shape("targets", targets, idx.shape, " (the shape of idx)")
+        self._cache = None
+        x, wte_c, wpe_c = self._embed(idx, 0)                           # (B, T, C)
+        blocks = []
+        for i in range(self.config.n_layer):
+            x, c = self._block_forward(i, x)
+            blocks.append(c)
+        logits, lnf_c, head_c = self._head(x)                           # (B, T, V)
+        if targets is None:
+            return logits, None
+        loss, loss_c = F.cross_entropy_forward(logits, targets)         # 0-d
+        self._cache = ModelCache(wte_c, wpe_c, blocks, lnf_c, head_c, loss_c)
+        return logits, loss
+
+    def backward(self, dloss=1.0) -> dict[str, Array]:
+        """Gradients of the last forward's loss (times dloss), keyed like state_dict()."""
+        if self._cache is None:
+            raise RuntimeError("backward needs a forward(idx, targets) first (once per forward)")
+        c, self._cache = self._cache, None          # free the activations as soon as possible
+        xp, g = self.xp, {}
+        dlogits = F.cross_entropy_backward(dloss, c.loss)               # (B, T, V)
+        dx, dhead, _ = F.linear_backward(dlogits, c.head)               # (B, T, C), (C, V)
+        dx, g["transformer.ln_f.weight"], g["transformer.ln_f.bias"] = \
+            F.layer_norm_backward(dx, c.ln_f)
+        for i in reversed(range(self.config.n_layer)):
+            dx = self._block_backward(i, dx, c.blocks[i], g)
+        # positions are shared by every sequence of the batch: their gradient sums over B
+        g["transformer.wpe.weight"] = F.embedding_backward(xp.sum(dx, axis=0), c.wpe)
+        dwte = F.embedding_backward(dx, c.wte)                          # (V, C)
+        if self.config.tie_weights:
+            # one matrix, two uses: the embedding's gradient plus the unembedding's
+            g["transformer.wte.weight"] = dwte + xp.matrix_transpose(dhead)
+        else:
+            g["transformer.wte.weight"] = dwte
+            g["lm_head.weight"] = xp.matrix_transpose(dhead)            # (V, C)
+        return {name: g[name] for name in self._params}
+
+    def _embed(self, idx: Array, start: int):
+        T = idx.shape[1]
+        pos = self.xp.arange(start, start + T, device=self._xp_device)  # (T,)
+        tok, wte_c = F.embedding_forward(idx, self._params["transformer.wte.weight"])  # (B,T,C)
+        pe, wpe_c = F.embedding_forward(pos, self._params["transformer.wpe.weight"])   # (T, C)
+        return tok + pe, wte_c, wpe_c
+
+    def _head(self, x: Array):
+        p = self._params
+        h, lnf_c = F.layer_norm_forward(x, (self.config.n_embd,), p["transformer.ln_f.weight"],
+                                        p["transformer.ln_f.bias"], self.config.ln_eps)
+        logits, head_c = F.linear_forward(h, self._lm_head())           # (B, T, V)
+        return logits, lnf_c, head_c
+
+    def _block_forward(self, i: int, x: Array, kv: KVCache | None = None):
+        xp, cfg, p = self.xp, self.config, self._params
+        pre = f"transformer.h.{i}."
+        B, T, C = x.shape
+        NH, hs = cfg.n_head, cfg.head_size
+        h, ln1 = F.layer_norm_forward(x, (C,), p[pre + "ln_1.weight"], p[pre + "ln_1.bias"],
+                                      cfg.ln_eps)                       # (B, T, C)
+        qkv, c_attn = F.linear_forward(h, p[pre + "attn.c_attn.weight"],
+                                       p[pre + "attn.c_attn.bias"])     # (B, T, 3C)
+        # columns are [q | k | v], each with its heads side by side
+        qkv = xp.permute_dims(xp.reshape(qkv, (B, T, 3, NH, hs)), (2, 0, 3, 1, 4))  # (3,B,NH,T,hs)
+        q, k, v = qkv[0, ...], qkv[1, ...], qkv[2, ...]
+        if kv is not None:
+            k, v = kv.append(i, k, v)                                   # (B, NH, S, hs)
+        y, attn = F.scaled_dot_product_attention_forward(q, k, v, causal=True)  # (B,NH,T,hs)
+        y = xp.reshape(xp.permute_dims(y, (0, 2, 1, 3)), (B, T, C))    # (B, T, C)
+        a, c_proj = F.linear_forward(y, p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"])
+        x = x + a                                                       # residual
+        h, ln2 = F.layer_norm_forward(x, (C,), p[pre + "ln_2.weight"], p[pre + "ln_2.bias"],
+                                      cfg.ln_eps)
+        f, c_fc = F.linear_forward(h, p[pre + "mlp.c_fc.weight"], p[pre + "mlp.c_fc.bias"])
+        f, gelu = F.gelu_forward(f)                                     # (B, T, 4C)
+        m, mlp_proj = F.linear_forward(f, p[pre + "mlp.c_proj.weight"], p[pre + "mlp.c_proj.bias"])
+        x = x + m                                                       # residual
+        return x, BlockCache(ln1, c_attn, attn, c_proj, ln2, c_fc, gelu, mlp_proj)
+
+    def _block_backward(self, i: int, dx: Array, c: BlockCache, g: dict) -> Array:
+        xp = self.xp
+        pre = f"transformer.h.{i}."
+        B, T, C = dx.shape
+        # MLP branch: x_out = x_mid + mlp(ln_2(x_mid))
+        df, g[pre + "mlp.c_proj.weight"], g[pre + "mlp.c_proj.bias"] = \
+            F.linear_backward(dx, c.mlp_proj)                           # (B, T, 4C)
+        df = F.gelu_backward(df, c.gelu)
+        dh, g[pre + "mlp.c_fc.weight"], g[pre + "mlp.c_fc.bias"] = F.linear_backward(df, c.c_fc)
+        dbranch, g[pre + "ln_2.weight"], g[pre + "ln_2.bias"] = F.layer_norm_backward(dh, c.ln_2)
+        dx = dx + dbranch                                               # residual accumulation
+        # attention branch: x_mid = x_in + c_proj(attn(ln_1(x_in)))
+        dy, g[pre + "attn.c_proj.weight"], g[pre + "attn.c_proj.bias"] = \
+            F.linear_backward(dx, c.c_proj)                             # (B, T, C)
+        NH = self.config.n_head
+        dy = xp.permute_dims(xp.reshape(dy, (B, T, NH, C // NH)), (0, 2, 1, 3))  # (B,NH,T,hs)
+        dq, dk, dv = F.scaled_dot_product_attention_backward(dy, c.attn)
+        dqkv = xp.reshape(xp.permute_dims(xp.stack((dq, dk, dv)), (1, 3, 0, 2, 4)),
+                          (B, T, 3 * C))                                # (B, T, 3C)
+        dh, g[pre + "attn.c_attn.weight"], g[pre + "attn.c_attn.bias"] = \
+            F.linear_backward(dqkv, c.c_attn)
+        dbranch, g[pre + "ln_1.weight"], g[pre + "ln_1.bias"] = F.layer_norm_backward(dh, c.ln_1)
+        return dx + dbranch                                             # residual accumulation
+
+    # incremental decoding ------------------------------------------------------------------
+
+    def new_kv_cache(self, batch: int) -> KVCache:
+        return KVCache(self.xp, self.config, batch, self._xp_dtype, self._xp_device)
+
+    def forward_kv(self, idx, kv: KVCache | None = None):
+        """Logits (B, V) of the last of idx's positions, given the keys/values in `kv` of the
+        positions before them (a fresh cache when None); kv is extended in place. Equal to
+        forward(all ids so far)[0][:, -1] up to rounding."""
+        idx = self._ids("idx", idx)
+        kv = self.new_kv_cache(idx.shape[0]) if kv is None else kv
+        if kv.length + idx.shape[1] > self.config.block_size:
+            raise ValueError(f"the KV cache holds {kv.length} positions; {idx.shape[1]} more "
+                             f"exceed block_size {self.config.block_size}")
+        if kv.k[0].shape[0] != idx.shape[0]:
+            raise ValueError(f"idx has batch {idx.shape[0]} but the KV cache {kv.k[0].shape[0]}")
+        x, _, _ = self._embed(idx, kv.length)                           # (B, T, C)
+        for i in range(self.config.n_layer):
+            x, _ = self._block_forward(i, x, kv)
+        kv.length += idx.shape[1]
+        logits, _, _ = self._head(x[:, -1:, :])                         # (B, 1, V)
+        return logits[:, 0, :], kv
+
+    def generate(self, idx, max_new_tokens: int, *, temperature: float = 1.0, top_k=None,
+                 top_p=None, seed=None):
+        """idx extended by max_new_tokens sampled ids; see nanonorm.generate.generate."""
+        from .generate import generate
+        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k,
+                        top_p=top_p, seed=seed)
+
+    # checkpoints and training helpers ------------------------------------------------------
+
+    def save(self, path) -> None:
+        """Write `path/model.safetensors` and `path/config.json` (Hugging Face GPT-2 layout)."""
+        from .checkpoint import save
+        save(self, path)
+
+    @classmethod
+    def from_pretrained(cls, path, *, dtype: str = "float32", device: str = "cpu") -> "GPT":
+        """Load a GPT-2 checkpoint directory (ours, save_pretrained's, the original gpt2
+        upload's bare names, or a local Hugging Face cache directory)."""
+        from .checkpoint import load
+        return load(path, dtype=dtype, device=device)
+
+    @classmethod
+    def _from_arrays(cls, config: GPTConfig, arrays: dict, *, dtype, device) -> "GPT":
+        """A model holding host arrays already validated against parameter_shapes(config)."""
+        model = cls.__new__(cls)
+        model._setup(config, dtype, device)
+        xp, kw = model.xp, dict(dtype=model._xp_dtype, device=model._xp_device)
+        model._params = {name: xp.asarray(arrays[name], **kw) for name in parameter_shapes(config)}
+        return model
+
+    def configure_optimizer(self, *, lr: float = 6e-4, weight_decay: float = 0.1,
+                            betas=(0.9, 0.95), eps: float = 1e-8):
+        """AdamW that decays the 2-D weights only (not biases, LayerNorm gains or shifts)."""
+        from .optim import AdamW
+        no_decay = {n for n, p in self._params.items() if p.ndim < 2}
+        return AdamW(self._params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                     no_decay=no_decay)
+
+    def _ids(self, name: str, ids) -> Array:
+        """Token ids as an integer (B, T) array of the model's library, in [0, vocab_size)."""
+        if isinstance(ids, (list, tuple)):
+            ids = np.asarray(ids)
+        xp = array_namespace(ids, names=(name,))
+        if backend_name(ids) != backend_name(self._params["transformer.wte.weight"]):
+            if backend_name(ids) != "numpy":
+                raise TypeError(f"{name} is a {backend_name(ids)} array but the model runs on "
+                                f"{self.device}; pass NumPy ids or ids on the model's device")
+            ids = self.xp.asarray(ids)      # host ids to the device, once per call
+            xp = self.xp
+        check.integer(xp, name, ids)
+        if ids.ndim != 2:
+            raise ValueError(f"{name} must have shape (batch, positions), got {tuple(ids.shape)}")
+        if ids.shape[1] == 0:
+            raise ValueError(f"{name} must hold at least one position")
+        check.index_range(xp, name, ids, self.config.vocab_size, "token ids below vocab_size")
+        return ids
+
+    def __repr__(self) -> str:
+        return (f"GPT({self.config}, dtype={self.dtype!r}, device={self.device!r}, "
+                f"parameters={self.num_parameters():,})")
