@@ -1,1 +1,8 @@
-"""The source documents' experiments: one function per study returning its numbers."""
+"""The source documents' experiments: functions that return each study's numbers as plain
+dicts and lists, and separate functions that draw them (matplotlib Figure objects, no pyplot).
+
+    instability         1. repeated products vanish or explode; LayerNorm keeps them bounded
+    layernorm_stats     2. statistics before/after LayerNorm by scope; 3. γ and β
+    attention_scaling   4. std(QKᵀ) grows as sqrt(d); 5. softmax before/after scaling
+    report              runs them all and writes the report (`nanonorm report`)
+"""
