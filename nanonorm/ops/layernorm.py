@@ -17,19 +17,25 @@ class LayerNormCache(NamedTuple):
     param_shape: tuple  # normalized_shape
 
 
-def row_moments(x: Array) -> tuple[Array, Array]:
-    """Per-row mean and biased variance of x (N, D), safe at any magnitude.
+def row_stats(x: Array, eps: float) -> tuple[Array, Array]:
+    """Per-row mean and 1/sqrt(var + eps) of x (N, D), biased variance, safe at any magnitude.
 
-    Two passes plus a correction of the mean by the mean residual: a constant row gets its
-    exact value as mean (variance exactly 0) even when the first sum rounds, and rows around
-    1e18 with a spread of 1e16 never form E[x²] - E[x]², which would cancel catastrophically.
+    - Shifted by the row's first value: a constant row gives exactly its value as mean and 0 as
+      variance at any magnitude, and rows around 1e18 with a spread of 1e16 never form
+      E[x²] - E[x]² (which would cancel catastrophically) nor sums of 1e18s.
+    - Deviations larger than 1 are divided by the row's largest before squaring, so a spread
+      above sqrt(max float) (1.8e19 in float32) does not overflow the variance.
+    Limit: a row whose deviations from its first value sum past the largest float overflows.
     """
     xp = array_namespace(x)
-    mean = xp.mean(x, axis=-1, keepdims=True)                       # (N, 1)
-    mean = mean + xp.mean(x - mean, axis=-1, keepdims=True)
-    xc = x - mean                                                   # (N, D)
-    var = xp.mean(xc * xc, axis=-1, keepdims=True)                  # (N, 1)
-    return mean, var
+    d = x - x[:, :1]                                                # (N, D) exact near x[0]
+    d_mean = xp.mean(d, axis=-1, keepdims=True)                     # (N, 1)
+    xc = d - d_mean                                                 # (N, D) centred
+    s = xp.max(xp.abs(xc), axis=-1, keepdims=True)                  # (N, 1)
+    s = xp.where(s > 1.0, s, xp.ones_like(s))
+    u = xc / s
+    rstd = 1.0 / (s * xp.sqrt(xp.mean(u * u, axis=-1, keepdims=True) + (eps / s) / s))
+    return x[:, :1] + d_mean, rstd
 
 
 def layer_norm_forward(x: Array, normalized_shape: tuple[int, ...], weight: Array | None = None,
@@ -37,8 +43,7 @@ def layer_norm_forward(x: Array, normalized_shape: tuple[int, ...], weight: Arra
     xp = array_namespace(x, weight, bias)
     d = math.prod(normalized_shape)
     x2 = xp.reshape(x, (-1, d))                                     # (N, D)
-    mean, var = row_moments(x2)
-    rstd = 1.0 / xp.sqrt(var + eps)                                 # (N, 1)
+    mean, rstd = row_stats(x2, eps)                                 # (N, 1) each
     y = (x2 - mean) * rstd                                          # (N, D) xhat
     w = None if weight is None else xp.reshape(weight, (d,))
     if w is not None:

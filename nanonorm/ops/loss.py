@@ -24,9 +24,10 @@ def cross_entropy_forward(logits: Array, targets: Array):
     z = xp.reshape(logits, (-1, v))                                 # (N, V)
     t = xp.reshape(targets, (-1,))                                  # (N,)
     _, s, m = shifted_exp(z, axis=-1)
-    lse = m + xp.log(s)                                             # (N, 1)
+    log_s = xp.log(s)                                               # (N, 1)
     picked = xp.take_along_axis(z, xp.astype(t[:, None], xp.int64), axis=-1)  # (N, 1)
-    loss = xp.mean(lse - picked)
+    loss = xp.mean((m - picked) + log_s)  # m - picked first: exact-ish at large logits
+    lse = m + log_s
     return loss, CrossEntropyCache(z, lse, t, tuple(logits.shape))
 
 

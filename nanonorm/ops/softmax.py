@@ -42,8 +42,9 @@ def log_softmax_forward(x: Array, axis: int = -1, temperature: float = 1.0):
     xp = array_namespace(x)
     z = x / temperature if temperature != 1.0 else x
     _, s, m = shifted_exp(z, axis)
-    lse = m + xp.log(xp.where(s > 0, s, xp.ones_like(s)))          # all -inf row: lse 0, out -inf
-    out = z - lse
+    # (z - m) - log s, not z - (m + log s): m + log s would round to the ulp of m (~1e-3 at
+    # logits of 1e4 in float32). An all -inf row has s = 0, m = 0 and gives -inf.
+    out = (z - m) - xp.log(xp.where(s > 0, s, xp.ones_like(s)))
     return out, SoftmaxCache(out, axis, temperature)
 
 

@@ -19,8 +19,10 @@ def check_gradients(forward: Callable, backward: Callable, inputs: Sequence, *,
 
     `forward(*inputs) -> (out, cache)`; `backward(dout, cache)` returns one gradient or a tuple
     in the order of `inputs`. With L(x) = <forward(x), r> for a random r, each checked input i
-    must satisfy |<grad_i, u> - (L(x + h·u) - L(x - h·u)) / 2h| <= atol + rtol · ‖grad_i‖ for a
-    random unit direction u. `wrt` defaults to every float64 array among the inputs (the check
+    must satisfy |<grad_i, u> - (L(x + h·u) - L(x - h·u)) / 2h| <= atol + rtol · ‖grad_i‖ + the
+    rounding error of the difference quotient (a few ulps of Σ|out·r|, divided by h), for a
+    random unit direction u. Keep inputs well conditioned (no large common offset): the
+    difference quotient loses what the forward loses. `wrt` defaults to every float64 array among the inputs (the check
     is only meaningful in float64). Returns the (analytic, numeric) pairs; raises AssertionError.
     """
     inputs = list(inputs)
@@ -39,6 +41,8 @@ def check_gradients(forward: Callable, backward: Callable, inputs: Sequence, *,
     def loss(args) -> float:
         return _scalar(xp, forward(*args)[0] * r)
 
+    roundoff = 16 * np.finfo(np.float64).eps * _scalar(xp, xp.abs(out * r))
+
     results = []
     for i in wrt:
         x = inputs[i]
@@ -49,11 +53,12 @@ def check_gradients(forward: Callable, backward: Callable, inputs: Sequence, *,
         if g is None:
             raise AssertionError(f"backward returned None for input {i}")
         analytic = _scalar(xp, g * u)
+        hx = h
         plus, minus = list(inputs), list(inputs)
-        plus[i], minus[i] = x + h * u, x - h * u
-        numeric = (loss(plus) - loss(minus)) / (2 * h)
+        plus[i], minus[i] = x + hx * u, x - hx * u
+        numeric = (loss(plus) - loss(minus)) / (2 * hx)
         gnorm = float(np.linalg.norm(np.asarray(to_numpy(g), dtype=np.float64)))
-        if not abs(analytic - numeric) <= atol + rtol * max(gnorm, abs(numeric)):
+        if not abs(analytic - numeric) <= atol + rtol * max(gnorm, abs(numeric)) + roundoff / hx:
             raise AssertionError(f"gradient of input {i}: analytic {analytic!r} vs finite "
                                  f"difference {numeric!r} (|grad| = {gnorm:.3e})")
         results.append((analytic, numeric))

@@ -13,6 +13,8 @@ from hypothesis.extra import numpy as hnp
 
 MAGNITUDES = (1e-3, 1.0, 1e3)
 KINDS = ("normal", "uniform", "offset", "constant_rows", "outliers")
+# for finite differences, which lose to a large common offset what the forward loses
+WELL_CONDITIONED = ("normal", "uniform", "constant_rows", "outliers")
 
 
 def shapes(min_dims: int = 1, max_dims: int = 4, min_side: int = 1, max_side: int = 9):
