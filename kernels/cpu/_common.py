@@ -1,0 +1,88 @@
+"""Shared pieces of the Numba CPU kernels: the fastmath policy and a vectorizable exp.
+
+Numba here has no SVML, so `np.exp` inside a loop runs one scalar libm call per element and
+blocks vectorization. `vexp` below is Cephes' expf (range reduction by ln 2, degree-5
+polynomial, exponent added in the integer domain): about 2 ulps in float32, and LLVM turns it
+into AVX2 code. float64 keeps `np.exp` (correctly rounded, scalar): the fast path is float32.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+# Fastmath without nnan/ninf: masks use -inf and fully masked rows must stay exact.
+# reassoc lets LLVM vectorize reductions (so sums depend on the vector width, but are
+# still the same from run to run on one machine).
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+JIT = dict(cache=True, fastmath=FASTMATH)
+
+
+@intrinsic
+def _f32_as_i32(typingctx, x):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def _i32_as_f32(typingctx, i):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693359375)          # ln 2 split so n·LN2_HI is exact
+_LN2_LO = np.float32(-2.12194440e-4)
+_P0, _P1, _P2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3)
+_P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
+_XMAX = np.float32(88.72283)               # above: exp overflows float32
+_XMIN = np.float32(-87.33654)              # below: result would be subnormal -> 0
+_ONE, _HALF, _ZERO, _INF = np.float32(1.0), np.float32(0.5), np.float32(0.0), np.float32(np.inf)
+
+
+@njit(fastmath=FASTMATH, inline="always", cache=True)
+def exp32(x):
+    """exp of a float32 scalar, vectorizable; exp(-inf) = 0, exp(x > 88.72) = inf."""
+    xc = min(max(x, _XMIN), _XMAX)
+    n = np.floor(xc * _LOG2E + _HALF)                                # x = n·ln2 + r, |r| <= ln2/2
+    r = xc - n * _LN2_HI - n * _LN2_LO
+    p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+    y = p * (r * r) + r + _ONE                                       # exp(r) in [0.7, 1.42]
+    out = _i32_as_f32(_f32_as_i32(y) + (np.int32(n) << np.int32(23)))  # y · 2^n
+    out = out if x >= _XMIN else _ZERO
+    return out if x <= _XMAX else _INF
+
+
+def vexp(x):  # pragma: no cover - replaced inside njit by the overload below
+    return np.exp(x)
+
+
+@overload(vexp, inline="always")
+def _vexp_overload(x):
+    if x == types.float32:
+        return lambda x: exp32(x)
+    return lambda x: np.exp(x)
+
+
+@njit(fastmath=FASTMATH, parallel=False, cache=True)
+def vexp_array(x):
+    """Elementwise vexp of a 1-D array (for tests of its accuracy)."""
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        out[i] = vexp(x[i])
+    return out
+
+
+def rows(x, d: int):
+    """x as a C-contiguous (N, d) array (a view when it already is one)."""
+    return np.ascontiguousarray(x).reshape(-1, d)
+
+
+def float_dtype(*arrays):
+    """The common floating dtype the kernels run in (float32 stays float32)."""
+    dt = np.result_type(*[a.dtype for a in arrays if a is not None])
+    return dt if dt in (np.float32, np.float64) else np.dtype(np.float64)
