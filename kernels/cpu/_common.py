@@ -12,12 +12,12 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-# Fastmath without nnan/ninf: masks use -inf and fully masked rows must stay exact.
+# Fastmath without nnan/ninf (masks use -inf and fully masked rows must stay exact), and
+# without contract: an FMA that fuses one of two identical products breaks exact
+# cancellations (g - mean(g) for a one-element row must be 0, not the product's rounding).
 # reassoc lets LLVM vectorize reductions (so sums depend on the vector width, but are
 # still the same from run to run on one machine).
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-
-JIT = dict(cache=True, fastmath=FASTMATH)
+FASTMATH = {"nsz", "arcp", "afn", "reassoc"}
 
 
 @intrinsic
