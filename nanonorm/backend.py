@@ -111,9 +111,12 @@ def normal(shape: tuple[int, ...], std: float, *, rng: np.random.Generator, like
            dtype, device=None) -> Array:
     """N(0, std²) samples drawn on the host, so a seed gives the same numbers on every backend."""
     host = rng.standard_normal(shape, dtype=np.float64) * std
-    return like_xp.asarray(host.astype(np.dtype(_numpy_dtype_name(dtype))), device=device)
+    return like_xp.asarray(host.astype(numpy_dtype(dtype)), device=device)
 
 
-def _numpy_dtype_name(dtype) -> str:
-    name = getattr(dtype, "name", None) or str(dtype)
-    return name.rsplit(".", 1)[-1]
+def numpy_dtype(dtype) -> np.dtype:
+    """The NumPy dtype for a NumPy/CuPy dtype, a name ("float32") or another library's dtype."""
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        return np.dtype(str(dtype).rsplit(".", 1)[-1])
