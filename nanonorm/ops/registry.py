@@ -1,4 +1,5 @@
 """The reference implementation's op table, in the form dispatch expects of every kernel set."""
+from .adamw import adamw_step
 from .attention import scaled_dot_product_attention_backward, scaled_dot_product_attention_forward
 from .embedding import embedding_backward, embedding_forward
 from .gelu import gelu_backward, gelu_forward
@@ -13,4 +14,5 @@ KERNELS = {f.__name__: f for f in (
     scaled_dot_product_attention_forward, scaled_dot_product_attention_backward,
     gelu_forward, gelu_backward, linear_forward, linear_backward,
     embedding_forward, embedding_backward, cross_entropy_forward, cross_entropy_backward,
+    adamw_step,
 )}
