@@ -139,3 +139,87 @@ def test_temperature_sweep_sharpens_as_t_falls(soft):
     assert all(np.diff(sw["mean_entropy"]) > 0) and all(np.diff(sw["mean_max_p"]) < 0)
     i = sw["temperature"].index(soft["sqrt_d"])
     assert sw["mean_max_p"][i] == pytest.approx(np.mean(soft["scaled"]["row_max_p"]), rel=1e-12)
+
+
+# Study 6: LayerNorm parameters ------------------------------------------------------------
+
+def test_fresh_model_layernorm_parameters_are_one_and_zero():
+    from nanonorm.gpt_config import GPTConfig
+    from nanonorm.studies import ln_params
+
+    params, label = ln_params.load_parameters(None, preset="tiny")
+    r = ln_params.layernorm_parameters(params, label=label)
+    c = GPTConfig.preset("tiny")
+    assert "freshly initialised" in r["label"]
+    assert len(r["modules"]) == 2 * c.n_layer + 1
+    assert r["gamma"]["count"] == r["beta"]["count"] == (2 * c.n_layer + 1) * c.n_embd
+    assert r["gamma"]["min"] == r["gamma"]["max"] == 1.0 and r["beta"]["std"] == 0.0
+    assert sum(r["gamma"]["hist"]) == r["gamma"]["count"]
+
+
+def test_layernorm_parameters_read_from_a_checkpoint(tmp_path):
+    from nanonorm.gpt import GPT, GPTConfig
+    from nanonorm.studies import ln_params
+
+    model = GPT(GPTConfig.preset("tiny"))
+    for name, p in model.parameters().items():
+        if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+            p[...] = 0.3                              # the seed's "trained GPT-2" range
+    model.save(tmp_path)
+    params, label = ln_params.load_parameters(tmp_path)
+    r = ln_params.layernorm_parameters(params, label=label)
+    assert str(tmp_path) in r["label"]
+    assert r["gamma"]["share_in_0.2_0.4"] == 1.0
+    assert r["gamma"]["mean"] == pytest.approx(0.3, rel=1e-6)
+    assert r["beta"]["share_abs_below_0.1"] == 1.0
+
+
+# Study 7: parameter counts -------------------------------------------------------------------
+
+def test_parameter_counts_are_gpt2s_exact_counts():
+    from nanonorm.studies import param_counts
+
+    r = param_counts.parameter_counts()
+    totals = {k: v["total"] for k, v in r["models"].items()}
+    assert totals == {"gpt2": 124_439_808, "gpt2-medium": 354_823_168,
+                      "gpt2-large": 774_030_080, "gpt2-xl": 1_557_611_200,
+                      "model5": 163_037_184}
+    assert r["model5_vs_gpt2"] == {"untied": 163_037_184, "unembedding": 38_597_376,
+                                   "tied": 124_439_808, "untied_minus_unembedding": 124_439_808}
+    for m in r["models"].values():
+        assert m["weights"] + m["biases"] == m["total"] == sum(m["components"].values())
+        assert m["biases_share"] < 0.001                  # the seed's "< 0.1%"
+
+
+def test_weight_tying_correlation_is_one_tied_and_near_zero_untied():
+    from nanonorm.studies import param_counts
+
+    r = param_counts.weight_tying(preset="tiny")
+    assert r["tied"]["correlation"] == pytest.approx(1.0, abs=1e-12)
+    assert abs(r["untied"]["correlation"]) < 0.1
+    assert not r["tied"]["has_lm_head_weight"] and r["untied"]["has_lm_head_weight"]
+    for v in (r["tied"], r["untied"]):
+        assert v["allocated"] == v["analytic"]
+    assert r["untied"]["allocated"] - r["tied"]["allocated"] == 256 * 16  # vocab × C
+
+
+# Study 8: timing -------------------------------------------------------------------------------
+
+def test_time_model_reports_every_phase():
+    from nanonorm.studies import timing
+
+    r = timing.time_model(preset="tiny", batch=1, seq=8, repeats=2, steps=2, impl="reference")
+    assert len(r["forward_s"]) == 2 and len(r["train_step_s"]) == 2
+    assert all(t > 0 for t in [r["construction_s"], r["warmup_forward_s"], *r["forward_s"],
+                               *r["train_step_s"]])
+    assert r["forward_total_s"] == pytest.approx(sum(r["forward_s"]))
+    assert r["tokens_per_s_forward"] == pytest.approx(8 / r["forward_median_s"])
+
+
+def test_providers_always_include_the_reference_and_say_why_one_is_missing():
+    from nanonorm.studies import timing
+
+    rows = timing.providers()
+    assert rows[0]["impl"] == "reference" and rows[0]["available"]
+    assert {r["device"] for r in rows} == {"cpu", "cuda"}
+    assert all(r["note"] for r in rows if not r["available"])
