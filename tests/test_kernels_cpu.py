@@ -124,3 +124,117 @@ def test_layer_norm_deterministic():
     _, cache = K["layer_norm_forward"](x, (96,), w, b)
     assert_deterministic(lambda: K["layer_norm_forward"](x, (96,), w, b))
     assert_deterministic(lambda: K["layer_norm_backward"](dy, cache))
+
+
+# softmax / log_softmax -------------------------------------------------------------------------
+
+@st.composite
+def softmax_case(draw):
+    shape = draw(shapes(min_dims=1, max_dims=3, max_side=9))
+    axis = draw(st.integers(-len(shape), len(shape) - 1))
+    x = draw(float_arrays(shape, np.float64, magnitudes=(1e-3, 1.0, 30.0)))
+    dy = draw(float_arrays(shape, np.float64, kinds=("normal",)))
+    return x, axis, draw(st.sampled_from([1.0, 0.5, 3.0])), dy
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+@given(case=softmax_case(), dtype=dtypes())
+def test_softmax(op, case, dtype):
+    x, axis, temperature, dy = case
+    check_pairings(f"{op}_forward", f"{op}_backward", (x, axis, temperature), dy, dtype,
+                   name=op)
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_masked_rows(op):
+    x = np.random.default_rng(2).standard_normal((4, 37)).astype(np.float32)
+    x[1] = -np.inf                           # fully masked row
+    x[2, 5:] = -np.inf                       # causal-style partial mask
+    y, cache = K[f"{op}_forward"](x)
+    y_ref, ref_cache = R[f"{op}_forward"](x)
+    np.testing.assert_array_equal(np.isfinite(y), np.isfinite(y_ref))
+    np.testing.assert_array_equal(y[1], y_ref[1])     # zeros, or -inf for log_softmax
+    dy = np.ones_like(x)
+    g = K[f"{op}_backward"](dy, cache)
+    assert np.all(np.isfinite(g[[0, 2, 3]]))
+    np.testing.assert_allclose(g[[0, 2, 3]], R[f"{op}_backward"](dy, ref_cache)[[0, 2, 3]],
+                               atol=1e-6)
+
+
+def test_vexp_accuracy():
+    from nanonorm.kernels.cpu._common import vexp_array
+    x = np.concatenate([np.linspace(-87.3, 88.7, 200_001),
+                        np.random.default_rng(3).standard_normal(10_000)]).astype(np.float32)
+    exact = np.exp(x.astype(np.float64))
+    rel = np.abs(vexp_array(x) / exact - 1.0) / np.finfo(np.float32).eps
+    assert rel.max() <= 3.0                                           # a few ulps
+    special = vexp_array(np.array([-np.inf, -100.0, 0.0, 100.0, np.inf], np.float32))
+    np.testing.assert_array_equal(special, [0.0, 0.0, 1.0, np.inf, np.inf])
+
+
+# GELU ----------------------------------------------------------------------------------------
+
+@given(x=float_arrays(shapes(max_dims=3, max_side=9), np.float64,
+                      magnitudes=(1e-3, 1.0, 4.0, 30.0)),
+       dtype=dtypes(), seed=st.integers(0, 2**16))
+def test_gelu(x, dtype, seed):
+    dy = np.random.default_rng(seed).standard_normal(x.shape)
+    check_pairings("gelu_forward", "gelu_backward", (x,), dy, dtype, name="gelu")
+
+
+def test_gelu_large_block():
+    # more elements than one parallel block, and saturated values
+    x = np.random.default_rng(4).standard_normal(10_001) * 6
+    dy = np.ones_like(x)
+    check_pairings("gelu_forward", "gelu_backward", (x,), dy, np.float32, name="gelu")
+
+
+# cross-entropy -------------------------------------------------------------------------------
+
+@st.composite
+def ce_case(draw):
+    n, v = draw(st.integers(1, 9)), draw(st.integers(1, 70))
+    lead = draw(st.sampled_from([(n,), (1, n), (n, 1)]))
+    z = draw(float_arrays(lead + (v,), np.float64, magnitudes=(1e-3, 1.0, 30.0)))
+    t = np.random.default_rng(draw(st.integers(0, 2**16))).integers(0, v, lead)
+    return z, t, draw(st.sampled_from([1.0, 0.25]))
+
+
+@given(case=ce_case(), dtype=dtypes())
+def test_cross_entropy(case, dtype):
+    z, t, dloss = case
+    check_pairings("cross_entropy_forward", "cross_entropy_backward", (z, t),
+                   np.asarray(dloss), dtype, name="cross_entropy")
+
+
+# AdamW ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_adamw(dtype, weight_decay):
+    rng = np.random.default_rng(5)
+    shape = (37, 1031)                                  # not a multiple of the block
+    p0 = rng.standard_normal(shape)
+    grads = [rng.standard_normal(shape) * s for s in (1.0, 1e-3, 10.0)]
+    hyper = dict(lr=3e-3, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=weight_decay)
+
+    def run(impl, dt):
+        p, m, v = p0.astype(dt), np.zeros(shape, dt), np.zeros(shape, dt)
+        for step, g in enumerate(grads, start=1):
+            impl["adamw_step"](p, g.astype(dt), m, v, step=step, **hyper)
+        return p, m, v
+
+    exact = run(R, WIDER[np.dtype(dtype)])
+    for a, r, e, name in zip(run(K, dtype), run(R, dtype), exact, "pmv"):
+        assert a.dtype == dtype
+        assert_close_budget(a, r, e, name=f"adamw {name}")
+    assert_deterministic(lambda: run(K, dtype))
+
+
+def test_adamw_non_contiguous_param():
+    p = np.ones((6, 8), np.float32)[:, ::2]             # a strided view is updated in place
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    K["adamw_step"](p, np.ones_like(p), m, v, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8,
+                    weight_decay=0.0, step=1)
+    np.testing.assert_allclose(p, 0.9, rtol=1e-6)
+    np.testing.assert_allclose(m, 0.1, rtol=1e-6)

@@ -44,7 +44,13 @@ _XMIN = np.float32(-87.33654)              # below: result would be subnormal ->
 _ONE, _HALF, _ZERO, _INF = np.float32(1.0), np.float32(0.5), np.float32(0.0), np.float32(np.inf)
 
 
-@njit(fastmath=FASTMATH, inline="always", cache=True)
+# No reassoc here: it would merge the two-constant ln 2 split (Cody-Waite) of the range
+# reduction. The flags are per instruction, so they survive LLVM inlining into callers that
+# use FASTMATH (Numba-level inline="always" would recompile it with the caller's flags).
+EXP_FASTMATH = {"nsz", "arcp", "afn", "contract"}
+
+
+@njit(fastmath=EXP_FASTMATH, cache=True)
 def exp32(x):
     """exp of a float32 scalar, vectorizable; exp(-inf) = 0, exp(x > 88.72) = inf."""
     xc = min(max(x, _XMIN), _XMAX)
@@ -55,6 +61,13 @@ def exp32(x):
     out = _i32_as_f32(_f32_as_i32(y) + (np.int32(n) << np.int32(23)))  # y · 2^n
     out = out if x >= _XMIN else _ZERO
     return out if x <= _XMAX else _INF
+
+
+@njit(cache=True)
+def diff_add(a, b, c):
+    """(a - b) + c in this order: outside a reassoc kernel, so a - b is formed first (exact
+    when a and b are close, as logit - max), not a + c - b, rounded at the size of a."""
+    return (a - b) + c
 
 
 def vexp(x):  # pragma: no cover - replaced inside njit by the overload below

@@ -1,0 +1,66 @@
+"""GELU (tanh approximation) forward and backward on NumPy arrays, elementwise and fused.
+
+Mirrors `nanonorm/ops/gelu.py` (GeluCache keeps x). With u = sqrt(2/π)(x + 0.044715x³) the
+kernel uses 0.5(1 + tanh u) = σ(2u) = 1/(1 + e^(-2u)), which needs one vectorizable exp and
+never forms 1 + tanh u by cancellation. GELU fwd moves 2·N·itemsize bytes (read x, write y),
+bwd 3·N·itemsize (read x, dy; write dx).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ...ops.gelu import GELU_COEF, SQRT_2_OVER_PI, TANH_SATURATION, GeluCache
+from ._common import FASTMATH, float_dtype, vexp
+
+BLOCK = 4096  # elements per parallel task
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _forward(x, k, c, sat, y):
+    # x, y: (N,) flat
+    n = x.shape[0]
+    one = x.dtype.type(1.0)
+    for blk in prange((n + BLOCK - 1) // BLOCK):
+        for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
+            xi = x[i]
+            xc = min(max(xi, -sat), sat)                  # tanh is ±1 beyond, x³ stays finite
+            u = k * xc * (one + c * xc * xc)
+            y[i] = xi / (one + vexp(-2 * u))              # x · σ(2u)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _backward(dy, x, k, c, sat, dx):
+    # dy, x, dx: (N,) flat.  d/dx x·σ(2u) = σ + 2x·σ(1 - σ)·u',  1 - σ = e·σ with e = e^(-2u)
+    n = x.shape[0]
+    one = x.dtype.type(1.0)
+    for blk in prange((n + BLOCK - 1) // BLOCK):
+        for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
+            xi = x[i]
+            xc = min(max(xi, -sat), sat)
+            u = k * xc * (one + c * xc * xc)
+            du = k * (one + 3 * c * xc * xc)
+            e = vexp(-2 * u)
+            sg = one / (one + e)
+            dx[i] = dy[i] * (sg + 2 * xi * sg * (e * sg) * du)
+
+
+def _consts(dt):
+    return dt.type(SQRT_2_OVER_PI), dt.type(GELU_COEF), dt.type(TANH_SATURATION)
+
+
+def gelu_forward(x):
+    dt = float_dtype(x)
+    xf = np.ascontiguousarray(x, dtype=dt)
+    y = np.empty_like(xf)
+    _forward(xf.reshape(-1), *_consts(dt), y.reshape(-1))
+    return y, GeluCache(xf)
+
+
+def gelu_backward(dy, cache: GeluCache):
+    dt = float_dtype(dy, cache.x)
+    x = np.ascontiguousarray(cache.x, dtype=dt)
+    dyf = np.ascontiguousarray(dy, dtype=dt)
+    dx = np.empty_like(x)
+    _backward(dyf.reshape(-1), x.reshape(-1), *_consts(dt), dx.reshape(-1))
+    return dx

@@ -1,0 +1,80 @@
+"""Fused softmax + cross-entropy forward and backward on NumPy arrays.
+
+Mirrors `nanonorm/ops/loss.py` (CrossEntropyCache: logits, row log-sum-exp, targets). The
+forward never stores probabilities (two passes over each row: max, then Σexp, the row in L2);
+the backward writes dlogits = (softmax - onehot)·dloss/N in one pass, the only time
+probabilities exist. CE fwd reads N·V·itemsize bytes, bwd reads and writes 2·N·V·itemsize.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ...ops.loss import CrossEntropyCache
+from ._common import FASTMATH, float_dtype, vexp
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _forward(z, t, lse, gap, log_s):
+    # z: (N, V) logits; t: (N,) int64; lse: (N, 1); gap, log_s: (N,) float64, the row's
+    # loss being gap + log_s (added outside this reassoc kernel, which would form m + log_s)
+    n, v = z.shape
+    for i in prange(n):
+        zi = z[i]
+        m = z.dtype.type(-np.inf)
+        for j in range(v):
+            m = max(m, zi[j])
+        m = m if math.isfinite(m) else z.dtype.type(0.0)
+        s = 0.0
+        for j in range(v):
+            s += vexp(zi[j] - m)
+        ls = math.log(s)
+        lse[i, 0] = m + ls
+        gap[i] = m - zi[t[i]]                    # m - picked first, as the reference
+        log_s[i] = ls
+
+
+@njit(cache=True)
+def _mean_loss(gap, log_s):
+    s = 0.0
+    for i in range(gap.shape[0]):                # in order: deterministic
+        s += gap[i] + log_s[i]
+    return s / gap.shape[0]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _backward(z, lse, t, scale, dz):
+    # z, dz: (N, V); lse: (N, 1); t: (N,)
+    n, v = z.shape
+    for i in prange(n):
+        zi, di = z[i], dz[i]
+        l = lse[i, 0]
+        for j in range(v):
+            di[j] = vexp(zi[j] - l) * scale
+        di[t[i]] -= scale
+
+
+def cross_entropy_forward(logits, targets):
+    dt = float_dtype(logits)
+    v = logits.shape[-1]
+    z = np.ascontiguousarray(logits, dtype=dt).reshape(-1, v)        # (N, V)
+    t = np.ascontiguousarray(targets).reshape(-1)                    # (N,)
+    n = z.shape[0]
+    lse = np.empty((n, 1), dt)
+    gap, log_s = np.empty(n, np.float64), np.empty(n, np.float64)
+    _forward(z, t.astype(np.int64, copy=False), lse, gap, log_s)
+    loss = dt.type(_mean_loss(gap, log_s))
+    return loss, CrossEntropyCache(z, lse, t, tuple(logits.shape))
+
+
+def cross_entropy_backward(dloss, cache: CrossEntropyCache):
+    z = np.ascontiguousarray(cache.logits)
+    n = z.shape[0]
+    dt = z.dtype
+    dz = np.empty_like(z)
+    scale = dt.type(float(np.asarray(dloss)) / n)
+    _backward(z, np.ascontiguousarray(cache.lse, dtype=dt), 
+              np.ascontiguousarray(cache.targets).astype(np.int64, copy=False), scale, dz)
+    return dz.reshape(cache.logits_shape)
