@@ -262,7 +262,11 @@ def timing_section(r: dict, figs: list[str]) -> list[tuple]:
                   f"{r['repeats']} forwards, {r['steps']} training steps of forward + backward + "
                   "AdamW). The seed times B = 8, T = 1024, which a NumPy forward cannot do within "
                   "this report's few-minute budget on a small CPU, so the batch is smaller and "
-                  "the numbers are not comparable one-to-one with the seed's."),
+                  "the numbers are not comparable one-to-one with the seed's."
+                  + (f" The 1-minute load average when timing started was "
+                     f"{r['load_average_1min']:.2f} on {r['cpu_count']} logical cores: other "
+                     "processes competing for the CPU inflate and scatter these times."
+                     if r.get("load_average_1min") is not None else "")),
             ("table", ["provider", "construction", "first forward (compiles kernels)",
                        f"{r['repeats']} forwards", f"{r['steps']} training steps", "note"], rows),
             ("p", f"The seed's figures ({sd['size']}, PyTorch, 4-gpt2-cpu-vs-gpu-timing.md), "

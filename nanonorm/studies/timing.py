@@ -8,6 +8,7 @@ small's architecture (all 124M parameters) and shrinks the batch; the report sta
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import time
 
@@ -97,6 +98,8 @@ def run(*, mode: str = "full", size: dict | None = None, repeats: int = 5, steps
         seed: int = 0) -> dict:
     """time_model for every available provider; `size` overrides SIZES[mode]."""
     size = size or SIZES[mode]
+    # other processes competing for the CPU inflate and scatter every time below
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     rows = []
     for p in providers():
         row = {"provider": p["name"], "available": p["available"], "note": p["note"]}
@@ -104,7 +107,8 @@ def run(*, mode: str = "full", size: dict | None = None, repeats: int = 5, steps
             row.update(time_model(**size, repeats=repeats, steps=steps, device=p["device"],
                                   impl=p["impl"], seed=seed))
         rows.append(row)
-    return {"mode": mode, "size": size, "repeats": repeats, "steps": steps, "rows": rows}
+    return {"mode": mode, "size": size, "repeats": repeats, "steps": steps, "rows": rows,
+            "load_average_1min": load, "cpu_count": os.cpu_count()}
 
 
 def plot(result: dict) -> Figure:
