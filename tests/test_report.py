@@ -41,6 +41,8 @@ def test_report_quick_writes_markdown_html_json_and_figures(tmp_path, tiny_timin
     # the seed's figures are quoted beside the measurements
     assert "0.2–0.4" in md and "124,439,808" in md and "~20 s" in md
     assert "B = 1, T = 8" in md                        # the timing size is stated
+    if results["environment"]["gpu"] is None:
+        assert "This machine has no GPU" in md
     assert results["studies"]["repeated_products"]["raw_float32"]["scales"]["2.0"][
         "final_norm"] == "inf"                         # inf survives as a string
 

@@ -134,7 +134,7 @@ def _header(results: dict, o: Options) -> list[tuple]:
             ("p", f"`{cmd}` took {sec['total']:.1f} s ("
                   + ", ".join(f"{k} {v:.1f} s" for k, v in sec.items() if k != "total") + ")."
                   + (f" **Failed studies: {', '.join(failed)}.**" if failed else "")),
-            ("h", 2, "Environment"), ("table", ["", ""], rows)]
+            ("h", 2, "Environment"), ("table", ["", "this run"], rows)]
 
 
 def _jsonable(x):

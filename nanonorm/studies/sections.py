@@ -267,6 +267,10 @@ def timing_section(r: dict, figs: list[str]) -> list[tuple]:
                      f"{r['load_average_1min']:.2f} on {r['cpu_count']} logical cores: other "
                      "processes competing for the CPU inflate and scatter these times."
                      if r.get("load_average_1min") is not None else "")),
+            *([("p", "**This machine has no GPU**, so only the CPU side is measured here; "
+                     "the GPU figures below are the seed's.")]
+              if not any(x["available"] and x["device"] == "cuda" for x in r["rows"])
+              else []),
             ("table", ["provider", "construction", "first forward (compiles kernels)",
                        f"{r['repeats']} forwards", f"{r['steps']} training steps", "note"], rows),
             ("p", f"The seed's figures ({sd['size']}, PyTorch, 4-gpt2-cpu-vs-gpu-timing.md), "

@@ -102,7 +102,8 @@ def run(*, mode: str = "full", size: dict | None = None, repeats: int = 5, steps
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     rows = []
     for p in providers():
-        row = {"provider": p["name"], "available": p["available"], "note": p["note"]}
+        row = {"provider": p["name"], "device": p["device"], "available": p["available"],
+               "note": p["note"]}
         if p["available"]:
             row.update(time_model(**size, repeats=repeats, steps=steps, device=p["device"],
                                   impl=p["impl"], seed=seed))
