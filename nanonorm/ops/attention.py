@@ -16,12 +16,31 @@ from ..backend import Array, array_device, array_namespace
 from .softmax import softmax_forward
 
 
+class AttentionStats(NamedTuple):
+    """What a flash-style forward keeps instead of the probabilities: O(T) per head."""
+    lse: Array      # (..., T, 1) row log-sum-exp of the scaled, masked scores; -inf: no key
+    causal: bool    # the mask is needed to recompute p
+
+
 class AttentionCache(NamedTuple):
     q: Array        # (..., T, d)
     k: Array        # (..., S, d)
     v: Array        # (..., S, dv)
-    p: Array        # (..., T, S) attention probabilities
-    scale: float
+    p: Array | AttentionStats  # (..., T, S) probabilities (reference), or AttentionStats
+    scale: float                #   (Numba kernel), from which backward recomputes them
+
+
+def probabilities(q: Array, k: Array, stats: AttentionStats, scale: float) -> Array:
+    """(..., T, S) softmax probabilities recomputed from q, k and the row log-sum-exp."""
+    xp = array_namespace(q, k)
+    scores = (q @ xp.matrix_transpose(k)) * scale                    # (..., T, S)
+    lse = stats.lse
+    visible = xp.isfinite(lse)                                       # (..., T, 1)
+    if stats.causal:
+        visible = visible & causal_mask(xp, q.shape[-2], k.shape[-2], array_device(q))
+    safe_lse = xp.where(xp.isfinite(lse), lse, xp.zeros_like(lse))
+    z = xp.where(visible, scores - safe_lse, xp.full_like(scores, -xp.inf))   # exp(-inf) = 0
+    return xp.exp(z)
 
 
 def causal_mask(xp, t: int, s: int, device=None) -> Array:
@@ -46,6 +65,8 @@ def scaled_dot_product_attention_forward(q: Array, k: Array, v: Array, *, causal
 def scaled_dot_product_attention_backward(dy: Array, cache: AttentionCache):
     xp = array_namespace(dy)
     q, k, v, p, scale = cache
+    if isinstance(p, AttentionStats):                                # a flash-style cache
+        p = probabilities(q, k, p, scale)
     dv = xp.matrix_transpose(p) @ dy                                 # (..., S, dv)
     dp = dy @ xp.matrix_transpose(v)                                 # (..., T, S)
     ds = p * (dp - xp.sum(dp * p, axis=-1, keepdims=True))           # (..., T, S)

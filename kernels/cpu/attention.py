@@ -1,0 +1,208 @@
+"""Scaled dot-product attention, flash-style, on NumPy arrays: BLAS tiles + Numba softmax.
+
+Mirrors `nanonorm/ops/attention.py` with the same AttentionCache, whose `p` field here holds an
+`AttentionStats` (the (..., T, 1) row log-sum-exp and the causal flag) instead of the (T, S)
+probabilities: memory O(T·d) per head. The reference backward recomputes p from it, and this
+backward accepts a reference cache (it then runs the reference formula), so any forward pairs
+with any backward.
+
+Forward: for a group of HG heads and a block of BR queries, key tiles of BC run through
+  S = Q Kᵀ (BLAS) -> Numba: scale, mask, online-softmax update of (m, l), P = exp(S - m) in
+  place, rescale the accumulator -> acc += P V (BLAS); finally O = acc / l, lse = m + log l.
+The tile (HG, BR, BC) stays in L2/L3. Backward, per query block over all its visible keys:
+  S = Q Kᵀ, dP = dO Vᵀ (BLAS) -> Numba: P = exp(S·scale - lse), D = Σ P∘dP,
+  dS = P∘(dP - D)·scale -> dV += Pᵀ dO, dQ = dS K, dK += dSᵀ Q (BLAS).
+FLOPs (non-causal): fwd 4·BH·T·S·d, bwd 10·BH·T·S·d (+ recompute); causal about half.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ...ops.attention import (AttentionCache, AttentionStats,
+                              scaled_dot_product_attention_backward as _reference_backward)
+from ._common import FASTMATH, float_dtype, vexp
+
+BR = 128      # queries per block
+BC = 512      # keys per tile (forward)
+TILE = 1 << 19  # elements of a score tile per head group: HG·BR·BC ≈ 2 MB in float32
+
+
+def _visible(i, off, k0, bc, causal):
+    """Keys of the tile [k0, k0 + bc) that query i (block-local row + its offset) may see."""
+    return bc if not causal else min(bc, max(0, i + off - k0 + 1))
+
+
+_visible = njit(cache=True, inline="always")(_visible)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _online_tile(s, scale, causal, off, k0, m, l, acc):
+    # s: (HG, br, bc) scores in, unnormalised probabilities out (0 where masked);
+    # m: (HG, br) running max, l: (HG, br) float64 running sum, acc: (HG, br, dv) running P·V.
+    # Query row i of the block sits at global key position i + off (off = q0 + S - T).
+    # scale comes in the scores' dtype: the product rounds as the reference's does.
+    hg, br, bc = s.shape
+    for r in prange(hg * br):
+        h, i = r // br, r % br
+        row = s[h, i]
+        lim = _visible(i, off, k0, bc, causal)
+        m_old = m[h, i]
+        mx = m_old
+        for j in range(lim):
+            mx = max(mx, row[j] * scale)
+        if mx == -np.inf:                      # no visible key yet: nothing to add
+            row[:] = 0.0
+            continue
+        alpha = vexp(m_old - mx)               # 0 on the first visible tile (m_old = -inf)
+        tot = 0.0
+        for j in range(lim):
+            e = vexp(row[j] * scale - mx)
+            row[j] = e
+            tot += e
+        row[lim:] = 0.0
+        l[h, i] = l[h, i] * alpha + tot
+        m[h, i] = mx
+        if alpha != 1.0:
+            a = acc[h, i]
+            for j in range(a.shape[0]):
+                a[j] *= alpha
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _finish(acc, m, l, lse):
+    # acc: (HG, br, dv) -> O in place; lse: (HG, br, 1); a row with no visible key: O 0, lse -inf
+    hg, br, dv = acc.shape
+    for r in prange(hg * br):
+        h, i = r // br, r % br
+        a = acc[h, i]
+        if l[h, i] > 0.0:
+            inv = acc.dtype.type(1.0 / l[h, i])
+            for j in range(dv):
+                a[j] *= inv
+            lse[h, i, 0] = m[h, i] + math.log(l[h, i])
+        else:
+            a[:] = 0.0
+            lse[h, i, 0] = -np.inf
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _softmax_grad(s, dp, lse, scale, causal, off):
+    # s: (HG, br, kv) scores -> P in place; dp: (HG, br, kv) dO·Vᵀ -> dS·scale in place;
+    # lse: (HG, br, 1). Masked entries and rows without a visible key get P = dS = 0.
+    hg, br, kv = s.shape
+    for r in prange(hg * br):
+        h, i = r // br, r % br
+        row, drow = s[h, i], dp[h, i]
+        lim = _visible(i, off, 0, kv, causal)
+        L = lse[h, i, 0]
+        if L == -np.inf:
+            lim = 0
+        d = 0.0
+        for j in range(lim):
+            p = vexp(row[j] * scale - L)
+            row[j] = p
+            d += p * drow[j]
+        dd = s.dtype.type(d)
+        for j in range(lim):
+            drow[j] = row[j] * (drow[j] - dd) * scale
+        row[lim:] = 0.0
+        drow[lim:] = 0.0
+
+
+def _heads(a, dt):
+    """(..., n, c) -> contiguous (BH, n, c) in dtype dt."""
+    return np.ascontiguousarray(a, dtype=dt).reshape((-1,) + a.shape[-2:])
+
+
+def _kend(q1, t, s, causal):
+    """Keys visible to any query of a block ending at q1 (exclusive)."""
+    return s if not causal else min(s, max(0, q1 + s - t))
+
+
+def scaled_dot_product_attention_forward(q, k, v, *, causal=False, scale=None):
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    dt = float_dtype(q, k, v)
+    lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    q3, k3, v3 = (_heads(np.broadcast_to(a, lead + a.shape[-2:]), dt) for a in (q, k, v))
+    bh, t, d = q3.shape
+    s_len, dv = k3.shape[1], v3.shape[2]
+    out = np.zeros((bh, t, dv), dt)                                  # (BH, T, dv) accumulator
+    lse = np.empty((bh, t, 1), dt)                                   # (BH, T, 1)
+    bc = max(1, min(BC, s_len))
+    hg = max(1, min(bh, TILE // (BR * bc)))
+    sbuf = np.empty((hg, BR, bc), dt)                                # score tile, reused
+    pv = np.empty((hg, BR, dv), dt)                                  # P·V of one tile
+    m = np.empty((hg, BR), dt)
+    l = np.empty((hg, BR), np.float64)
+    for h0 in range(0, bh, hg):
+        h1 = min(bh, h0 + hg)
+        g = h1 - h0
+        for q0 in range(0, t, BR):
+            q1 = min(t, q0 + BR)
+            br = q1 - q0
+            mb, lb = m[:g, :br], l[:g, :br]
+            mb.fill(-np.inf)
+            lb.fill(0.0)
+            acc = out[h0:h1, q0:q1]                                  # (g, br, dv) view
+            kend = _kend(q1, t, s_len, causal)
+            for k0 in range(0, kend, bc):
+                k1 = min(kend, k0 + bc)
+                st = sbuf[:g, :br, :k1 - k0]
+                np.matmul(q3[h0:h1, q0:q1], k3[h0:h1, k0:k1].transpose(0, 2, 1), out=st)
+                _online_tile(st, dt.type(scale), causal, q0 + s_len - t, k0, mb, lb, acc)
+                tile_pv = pv[:g, :br]
+                np.matmul(st, v3[h0:h1, k0:k1], out=tile_pv)
+                acc += tile_pv
+            _finish(acc, mb, lb, lse[h0:h1, q0:q1])
+    stats = AttentionStats(lse.reshape(lead + (t, 1)), bool(causal))
+    return (out.reshape(lead + (t, dv)),
+            AttentionCache(q3.reshape(lead + (t, d)), k3.reshape(lead + (s_len, d)),
+                           v3.reshape(lead + (s_len, dv)), stats, scale))
+
+
+def scaled_dot_product_attention_backward(dy, cache: AttentionCache):
+    if not isinstance(cache.p, AttentionStats):          # a reference cache: its formula
+        return _reference_backward(dy, cache)
+    q, k, v, stats, scale = cache
+    dt = float_dtype(dy, q, k, v)
+    lead = q.shape[:-2]
+    q3, k3, v3, do3 = (_heads(a, dt) for a in (q, k, v, dy))
+    lse3 = _heads(stats.lse, dt)                                     # (BH, T, 1)
+    bh, t, d = q3.shape
+    s_len, dv = k3.shape[1], v3.shape[2]
+    causal = stats.causal
+    dq = np.empty_like(q3)
+    dk = np.zeros_like(k3)
+    dvv = np.zeros_like(v3)
+    hg = max(1, min(bh, TILE // (BR * max(1, s_len))))
+    sbuf = np.empty((hg, BR, s_len), dt)                             # scores -> P
+    dpbuf = np.empty((hg, BR, s_len), dt)                            # dP -> dS·scale
+    kbuf = np.empty((hg, s_len, max(d, dv)), dt)                     # one block's dK or dV part
+    for h0 in range(0, bh, hg):
+        h1 = min(bh, h0 + hg)
+        g = h1 - h0
+        for q0 in range(0, t, BR):
+            q1 = min(t, q0 + BR)
+            br = q1 - q0
+            kend = _kend(q1, t, s_len, causal)
+            if kend == 0:
+                dq[h0:h1, q0:q1] = 0.0
+                continue
+            qb, dob = q3[h0:h1, q0:q1], do3[h0:h1, q0:q1]
+            kb, vb = k3[h0:h1, :kend], v3[h0:h1, :kend]
+            sb, dpb = sbuf[:g, :br, :kend], dpbuf[:g, :br, :kend]
+            np.matmul(qb, kb.transpose(0, 2, 1), out=sb)
+            np.matmul(dob, vb.transpose(0, 2, 1), out=dpb)
+            _softmax_grad(sb, dpb, lse3[h0:h1, q0:q1], dt.type(scale), causal, q0 + s_len - t)
+            part = kbuf[:g, :kend, :dv]
+            np.matmul(sb.transpose(0, 2, 1), dob, out=part)
+            dvv[h0:h1, :kend] += part
+            np.matmul(dpb, kb, out=dq[h0:h1, q0:q1])
+            part = kbuf[:g, :kend, :d]
+            np.matmul(dpb.transpose(0, 2, 1), qb, out=part)
+            dk[h0:h1, :kend] += part
+    return (dq.reshape(lead + (t, d)), dk.reshape(lead + (s_len, d)),
+            dvv.reshape(lead + (s_len, dv)))
