@@ -132,7 +132,8 @@ def plot_softmax(result: dict) -> Figure:
     e2 = e.twinx()
     e2.semilogx(sw["temperature"], sw["mean_entropy"], "s-", color="C1", label="mean entropy")
     e2.set_ylabel("mean entropy (nats)")
-    for t, text in ((1.0, " T = 1:\n QKᵀ"), (result["sqrt_d"], " T = sqrt(d):\n QKᵀ / sqrt(d)")):
+    marks = ((1.0, " T = 1:\n QKᵀ"), (result["sqrt_d"], " T = sqrt(d):\n QKᵀ / sqrt(d)"))
+    for t, text in marks:
         e.axvline(t, color="k", ls="--", lw=0.8)
         e.text(t, 0.97, text, fontsize=8, va="top", transform=e.get_xaxis_transform())
     e.set_title("Temperature sweep: low T sharpens, high T flattens")

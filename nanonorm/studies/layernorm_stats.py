@@ -57,7 +57,7 @@ def normalization_scope(*, shapes=SHAPES, mu: float = MU, sigma: float = SIGMA,
 
 def gamma_beta(*, gammas=(1.0, 2.0, 3.0), betas=(0.0, 2.0, 5.0), shape=(30, 30),
                mu: float = MU, sigma: float = SIGMA, seed: int = 0, bins: int = 80) -> dict:
-    """LayerNorm over the last dim with weight = γ and bias = β everywhere: mean ≈ β, std ≈ γ.
+    """LayerNorm over the last dim, weight = γ and bias = β everywhere: mean ≈ β, std ≈ γ.
 
     Histograms of every output share one set of bin edges, for the plot.
     """

@@ -51,13 +51,14 @@ def repeated_products(r: dict, figs: list[str]) -> list[tuple]:
                                     f"underflow to 0 at step {x['underflow_step']}"
                                     if x["underflow_step"] is not None else "stays in range")
                     for s, x in half["scales"].items()) + ".",
-        f"B ~ N(0, 1), float32: at s = 1 the norm grows {_g(raw['scales']['1.0']['growth_per_step'])}× "
+        f"B ~ N(0, 1), float32: at s = 1 the norm grows "
+        f"{_g(raw['scales']['1.0']['growth_per_step'])}× "
         f"per step (sqrt({n}) = {_g(math.sqrt(n))}), so even s = 0.5 grows "
         f"{_g(raw['scales']['0.5']['growth_per_step'])}× per step; overflow to inf: "
         + (", ".join(overflows) if overflows else "none within the steps run") + ".",
         f"With a LayerNorm after each product (B ~ N(0, 1)) every s stays between "
-        f"{min(ln_norms):.5f} and {max(ln_norms):.5f} (≈ sqrt({n}·{n}) = {n}: each row has mean 0 "
-        "and std 1, whatever s is).",
+        f"{min(ln_norms):.5f} and {max(ln_norms):.5f} (≈ sqrt({n}·{n}) = {n}: each row has "
+        "mean 0 and std 1, whatever s is).",
     ]
     return [("h", 2, "1. Repeated products vanish or explode; LayerNorm keeps them bounded"),
             ("p", f"A_k = s · A_(k−1) · B_k with {n}×{n} matrices, A_0 ~ N(0, 1), "
@@ -118,8 +119,8 @@ def gamma_beta(r: dict, figs: list[str]) -> list[tuple]:
             ("p", f"LayerNorm over the last dim of a {r['shape'][0]}×{r['shape'][1]} "
                   f"N({r['mu']:g}, {r['sigma']:g}²) matrix with weight = γ and bias = β "
                   "everywhere."),
-            ("list", [f"seed (1-layernorm-stability.md §5.3): γ = 3, β = 5 gives mean {s['mean']}, "
-                      f"std {s['std']}"]),
+            ("list", [f"seed (1-layernorm-stability.md §5.3): γ = 3, β = 5 gives mean "
+                      f"{s['mean']}, std {s['std']}"]),
             ("table", ["γ", "β", "output mean", "output std"], rows),
             *[("img", f, "Output histograms: β moves the distribution, γ stretches it")
               for f in figs]]
@@ -154,7 +155,8 @@ def softmax_scaling(r: dict, figs: list[str]) -> list[tuple]:
     rows = [[label, f"{v['score_std']:.3f}", f"{mean(v['row_max_p']):.3f}",
              f"{min(v['row_max_p']):.3f}–{max(v['row_max_p']):.3f}",
              f"{mean(v['row_entropy']):.3f}"]
-            for label, v in (("softmax(QKᵀ)", r["raw"]), ("softmax(QKᵀ / sqrt(d))", r["scaled"]))]
+            for label, v in (("softmax(QKᵀ)", r["raw"]),
+                             ("softmax(QKᵀ / sqrt(d))", r["scaled"]))]
     sw = r["temperature_sweep"]
     sweep_rows = [[_g(t, 4), f"{p:.3f}", f"{h:.3f}"]
                   for t, p, h in zip(sw["temperature"], sw["mean_max_p"], sw["mean_entropy"])]
@@ -280,6 +282,6 @@ def timing_section(r: dict, figs: list[str]) -> list[tuple]:
                  ("construction", "construction"), ("forward_5_repeats", "forward, 5 repeats"),
                  ("train_5_steps", "5 training steps"))]),
             ("p", f"The seed says \"{sd['claim']}\"; its own figures give {cpu_f:g} / {gpu_f:g} "
-                  f"≈ {cpu_f / gpu_f:.0f}×, under 3 orders of magnitude. It does not say whether "
-                  "its forward figure is per repeat or for all five."),
+                  f"≈ {cpu_f / gpu_f:.0f}×, under 3 orders of magnitude. It does not say "
+                  "whether its forward figure is per repeat or for all five."),
             *[("img", f, "Seconds per phase and provider (log scale)") for f in figs]]
