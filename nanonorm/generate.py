@@ -72,6 +72,11 @@ def _check(max_new_tokens, temperature, top_k, top_p) -> None:
         raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
 
 
+def _crop(ids: Array, block: int) -> Array:
+    """The last `block` positions (the standard forbids out-of-range slice starts)."""
+    return ids[:, max(0, ids.shape[1] - block):]
+
+
 def generate(model, idx, max_new_tokens: int, *, temperature: float = 1.0, top_k=None,
              top_p=None, seed=None) -> Array:
     """idx (B, T) or (T,) followed by max_new_tokens ids, in the model's array library.
@@ -87,7 +92,7 @@ def generate(model, idx, max_new_tokens: int, *, temperature: float = 1.0, top_k
     ids = model._ids("idx", idx[None, :] if flat else idx)             # (B, T)
     xp, block = model.xp, model.config.block_size
     rng = np.random.default_rng(seed)
-    logits, kv = model.forward_kv(ids[:, -block:])                     # (B, V)
+    logits, kv = model.forward_kv(_crop(ids, block))                   # (B, V)
     new = []
     for n in range(max_new_tokens):
         nxt = xp.astype(sample(logits, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -98,7 +103,7 @@ def generate(model, idx, max_new_tokens: int, *, temperature: float = 1.0, top_k
         if kv.length < block:
             logits, kv = model.forward_kv(nxt[:, None], kv)
         else:
-            window = xp.concat([ids, xp.stack(new, axis=1)], axis=1)[:, -block:]
-            logits, kv = model.forward_kv(window)
+            logits, kv = model.forward_kv(_crop(xp.concat([ids, xp.stack(new, axis=1)], axis=1),
+                                                block))
     out = xp.concat([ids, xp.stack(new, axis=1)], axis=1) if new else ids
     return out[0, :] if flat else out

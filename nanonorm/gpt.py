@@ -97,7 +97,10 @@ class GPT:
         if device not in DEVICES:
             raise ValueError(f"device must be one of {tuple(DEVICES)}, got {device!r}")
         self.config, self.dtype, self.device = config, name, device
-        self.xp = get_namespace(DEVICES[device])
+        try:
+            self.xp = get_namespace(DEVICES[device])
+        except Exception as e:   # no CuPy, no driver or no GPU
+            raise RuntimeError(f"device={device!r} is unavailable here: {e}") from e
         self._xp_dtype = getattr(self.xp, name)
         self._xp_device = None   # the current device of the backend
         self._cache: ModelCache | None = None

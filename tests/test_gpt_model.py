@@ -132,3 +132,46 @@ def test_constructor_validation():
         GPT(TINY).forward(np.zeros((1, 3), np.int64), np.zeros((1, 4), np.int64))
     with pytest.raises(RuntimeError, match="forward"):
         GPT(TINY).backward()
+
+
+def test_model_runs_on_the_array_api_standard_alone():
+    # the model itself may only call the Array API standard (what CuPy needs, checked here
+    # without a GPU): run it on array_api_strict arrays and compare with NumPy.
+    strict = pytest.importorskip("array_api_strict")
+    from nanonorm.backend import to_numpy
+    model = GPT(TINY, seed=0, dtype="float64")
+    idx, targets = batch(TINY)
+    ref_logits, ref_loss = model.forward(idx, targets)
+    ref_grads = model.backward()
+    greedy = model.generate(idx[:, :2], 6, temperature=0)
+    sampled = model.generate(idx[:, :2], 6, top_k=5, top_p=0.9, seed=1)
+    model.xp, model._xp_dtype = strict, strict.float64
+    params = model.parameters()
+    for name in params:
+        params[name] = strict.asarray(params[name])
+    logits, loss = model.forward(strict.asarray(idx), strict.asarray(targets))
+    grads = model.backward()
+    np.testing.assert_allclose(to_numpy(logits), ref_logits, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(to_numpy(loss), ref_loss, rtol=1e-12)
+    for name, g in grads.items():
+        np.testing.assert_allclose(to_numpy(g), ref_grads[name], rtol=1e-10, atol=1e-13)
+    np.testing.assert_array_equal(to_numpy(model.generate(strict.asarray(idx[:, :2]), 6,
+                                                          temperature=0)), greedy)
+    np.testing.assert_array_equal(to_numpy(model.generate(idx[:, :2], 6, top_k=5, top_p=0.9,
+                                                          seed=1)), sampled)
+
+
+def test_cuda_without_cupy_is_a_clear_error():
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(RuntimeError, match="device='cuda'.*CuPy"):
+        GPT(TINY, device="cuda")
+
+
+def test_public_names():
+    import nanonorm
+    assert nanonorm.GPT is GPT and nanonorm.GPTConfig is GPTConfig
+    assert nanonorm.optim.AdamW is not None
