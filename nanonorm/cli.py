@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("info", "report", "train", "sample", "params")  # each subcommand adds its name here when its module lands
+COMMANDS = ("info", "report", "train", "sample", "params", "bench")  # each subcommand adds its name here when its module lands
 
 
 def build_parser() -> argparse.ArgumentParser:

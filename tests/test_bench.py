@@ -1,0 +1,37 @@
+"""Smoke test of the benchmark grid: the quick sizes run, every row is there and validated.
+
+Speed is not asserted (the machine is shared); only that the grid runs and its outputs agree.
+"""
+import json
+
+import pytest
+
+from nanonorm.bench import core
+
+
+def test_quick_grid(tmp_path):
+    result = core.run_grid(quick=True, repeats=1, progress=False)
+    json.dumps(result, default=str)                       # JSON-serialisable
+    rows = result["rows"]
+    names = {r["case"] for r in rows}
+    assert {c.name for c in core.CASES} <= names
+    for r in rows:
+        assert r["ms"] > 0 and r["rate"] > 0
+        assert r["validated"] is not False, (r["case"], r["provider"])
+        if r["provider"] == "numba":
+            assert r["compile_s"] is not None
+    assert result["machine"]["triad_GBps"] > 0 and result["machine"]["sgemm_GFLOPps"] > 0
+    core.plot(result, tmp_path / "bench.png")
+    assert (tmp_path / "bench.png").stat().st_size > 0
+    assert "| layernorm_fwd |" in core.render_table(result)
+
+
+def test_only_filter_and_cli(tmp_path, capsys):
+    pytest.importorskip("torch")
+    out = tmp_path / "r.json"
+    code = core.main(["--quick", "--only", "layernorm_fwd", "--repeats", "1", "--json", str(out),
+                      "--plot", str(tmp_path / "r.png"), "--no-progress"])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert {r["case"] for r in data["rows"]} == {"layernorm_fwd", "layernorm_fwd_bwd"}
+    assert {r["provider"] for r in data["rows"]} == {"reference", "numba", "torch"}
