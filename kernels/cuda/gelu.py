@@ -1,0 +1,64 @@
+"""GELU (tanh approximation) forward and backward as elementwise numba-cuda kernels.
+
+Mirrors `nanonorm/ops/gelu.py` (GeluCache keeps x; the backward recomputes tanh). Grid-stride
+loops over the flattened array, math in the input's dtype (tanhf for float32):
+  GELU fwd: read x, write y                    -> 2·N·itemsize bytes
+  GELU bwd: read x, dy; write dx               -> 3·N·itemsize bytes
+"""
+from __future__ import annotations
+
+import math
+
+from numba import cuda
+
+from ...ops.gelu import GELU_COEF, SQRT_2_OVER_PI, TANH_SATURATION, GeluCache
+from ._common import THREADS, array_module, float_dtype, grid_1d, stream_for, threads_for
+
+
+@cuda.jit
+def _forward(x, k0, k1, sat, y):
+    # x, y: (N,) flat; k0 = sqrt(2/π), k1 = 0.044715, sat: |x| past which tanh is ±1
+    c0, c1, cs = x.dtype.type(k0), x.dtype.type(k1), x.dtype.type(sat)  # new names: keep dtype
+    half, one = x.dtype.type(0.5), x.dtype.type(1.0)
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        xi = x[i]
+        xc = min(max(xi, -cs), cs)              # keeps xc³ finite; tanh is ±1 there anyway
+        th = math.tanh(c0 * xc * (one + c1 * xc * xc))
+        y[i] = half * xi * (one + th)
+
+
+@cuda.jit
+def _backward(dy, x, k0, k1, sat, dx):
+    # dy, x, dx: (N,) flat
+    c0, c1, cs = x.dtype.type(k0), x.dtype.type(k1), x.dtype.type(sat)  # new names: keep dtype
+    half, one, three = x.dtype.type(0.5), x.dtype.type(1.0), x.dtype.type(3.0)
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        xi = x[i]
+        xc = min(max(xi, -cs), cs)
+        th = math.tanh(c0 * xc * (one + c1 * xc * xc))
+        du = c0 * (one + three * c1 * xc * xc)   # d(tanh argument)/dx
+        dx[i] = dy[i] * (half * (one + th) + half * xi * (one - th * th) * du)
+
+
+def gelu_forward(x):
+    mod = array_module(x)
+    xf = mod.ascontiguousarray(x, dtype=float_dtype(x)).reshape(-1)   # (N,)
+    y = mod.empty_like(xf)
+    threads = threads_for(THREADS)
+    if xf.size:
+        _forward[grid_1d(xf.size, threads), threads, stream_for(xf)](
+            xf, SQRT_2_OVER_PI, GELU_COEF, TANH_SATURATION, y)
+    return y.reshape(x.shape), GeluCache(x)
+
+
+def gelu_backward(dy, cache: GeluCache):
+    mod = array_module(dy)
+    dt = float_dtype(dy, cache.x)
+    xf = mod.ascontiguousarray(cache.x, dtype=dt).reshape(-1)         # (N,)
+    dyf = mod.ascontiguousarray(dy, dtype=dt).reshape(-1)
+    dx = mod.empty_like(xf)
+    threads = threads_for(THREADS)
+    if xf.size:
+        _backward[grid_1d(xf.size, threads), threads, stream_for(xf)](
+            dyf, xf, SQRT_2_OVER_PI, GELU_COEF, TANH_SATURATION, dx)
+    return dx.reshape(cache.x.shape)

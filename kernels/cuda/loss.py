@@ -1,0 +1,86 @@
+"""Fused softmax + cross-entropy forward and backward as numba-cuda kernels.
+
+Mirrors `nanonorm/ops/loss.py` (CrossEntropyCache: logits, row log-sum-exp, targets). The
+forward never stores probabilities: one block per row takes the max, then Σexp, and writes the
+row's lse and loss; the mean over rows is one small device reduction (no host round trip).
+The backward writes dlogits = (softmax - onehot)·dloss/N in one pass, the only time
+probabilities exist; dloss stays on the device (a 1-element array read by the kernel).
+  CE fwd: read logits                          -> N·V·itemsize bytes
+  CE bwd: read logits, write dlogits           -> 2·N·V·itemsize bytes
+"""
+from __future__ import annotations
+
+import math
+
+from numba import cuda, float64
+
+from ...ops.loss import CrossEntropyCache
+from ._common import THREADS, array_module, block_max, block_sum2, float_dtype, stream_for, \
+    threads_for
+
+
+@cuda.jit
+def _forward(z, t, lse, losses):
+    # z: (N, V) logits; t: (N,) int64; lse: (N, 1) z's dtype; losses: (N,) float64 per row
+    sa = cuda.shared.array(THREADS, float64)
+    sb = cuda.shared.array(THREADS, float64)
+    i = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    v = z.shape[1]
+    m = -math.inf
+    for j in range(tid, v, nt):
+        m = max(m, z[i, j])
+    m = block_max(sa, m)
+    mt = z.dtype.type(m if math.isfinite(m) else 0.0)
+    s = 0.0
+    for j in range(tid, v, nt):
+        s += math.exp(z[i, j] - mt)
+    s, _ = block_sum2(sa, sb, s, 0.0)
+    if tid == 0:
+        log_s = math.log(s)
+        lse[i, 0] = mt + log_s
+        losses[i] = (mt - z[i, t[i]]) + log_s      # m - picked first, as the reference
+
+
+@cuda.jit
+def _backward(z, lse, t, dloss, dz):
+    # z, dz: (N, V); lse: (N, 1); t: (N,) int64; dloss: (1,) the upstream gradient
+    i = cuda.blockIdx.x
+    v = z.shape[1]
+    scale = dloss[0] / z.shape[0]
+    l = lse[i, 0]
+    ti = t[i]
+    for j in range(cuda.threadIdx.x, v, cuda.blockDim.x):
+        p = math.exp(z[i, j] - l)
+        dz[i, j] = (p - 1.0) * scale if j == ti else p * scale
+
+
+def cross_entropy_forward(logits, targets):
+    mod = array_module(logits)
+    dt = float_dtype(logits)
+    v = logits.shape[-1]
+    z = mod.ascontiguousarray(logits, dtype=dt).reshape(-1, v)         # (N, V)
+    t = targets.reshape(-1)                                             # (N,)
+    n = z.shape[0]
+    lse = mod.empty((n, 1), dt)
+    losses = mod.empty(n, mod.float64)
+    if n:
+        _forward[n, threads_for(v), stream_for(z)](
+            z, mod.ascontiguousarray(t, dtype=mod.int64), lse, losses)
+    loss = losses.mean().astype(dt)                                     # 0-d, on the device
+    return loss, CrossEntropyCache(z, lse, t, tuple(logits.shape))
+
+
+def cross_entropy_backward(dloss, cache: CrossEntropyCache):
+    mod = array_module(cache.logits)
+    z = mod.ascontiguousarray(cache.logits)                             # (N, V)
+    n, v = z.shape
+    dt = z.dtype
+    dz = mod.empty_like(z)
+    if n:
+        d = mod.asarray(dloss, dtype=dt).reshape(1)                     # stays on the device
+        _backward[n, threads_for(v), stream_for(z)](
+            z, mod.ascontiguousarray(cache.lse, dtype=dt),
+            mod.ascontiguousarray(cache.targets.reshape(-1), dtype=mod.int64), d, dz)
+    return dz.reshape(cache.logits_shape)
