@@ -65,3 +65,17 @@ def test_document_renders_tables_and_escapes_html():
     page = document.to_html(blocks, "t")
     assert "a &lt;b&gt;" in page and "<code>x|y</code>" in page
     assert "<strong>now</strong>" in page and "<td>a|b</td>" in page
+
+
+def test_report_picks_up_a_nanonorm_train_checkpoint_in_the_working_directory(
+        tmp_path, monkeypatch, tiny_timing):
+    from nanonorm.gpt import GPT, GPTConfig
+
+    GPT(GPTConfig.preset("tiny")).save(tmp_path / "out")     # `nanonorm train`'s default --out
+    monkeypatch.chdir(tmp_path)
+    only_ln = tuple(s for s in report.STUDIES if s.key == "ln_parameters")
+    monkeypatch.setattr(report, "STUDIES", only_ln)
+    assert cli.main(["report", "--out", "rep"]) == 0
+    results = _strict((tmp_path / "rep" / "results.json").read_text(encoding="utf-8"))
+    assert results["studies"]["ln_parameters"]["source"] == "checkpoint"
+    assert results["options"]["checkpoint"] == "out"

@@ -79,10 +79,13 @@ SEED_FIGURES = {"repeated_products": instability.SEED, "layernorm": layernorm_st
                 "parameter_counts": param_counts.SEED, "timing": timing.SEED}
 
 
-def run_report(out="nanonorm-report", options: Options = Options(), *, studies=STUDIES,
+def run_report(out="nanonorm-report", options: Options = Options(), *, studies=None,
                progress: bool = True) -> dict:
-    """Run `studies`, write everything under `out`, return the results.json content."""
+    """Run `studies` (default: STUDIES), write everything under `out`, return the
+    results.json content."""
     from ..commands.info import environment
+
+    studies = STUDIES if studies is None else studies
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -189,7 +189,10 @@ def ln_parameters(r: dict, figs: list[str]) -> list[tuple]:
     notes = ["Pretrained GPT-2 weights cannot be downloaded on this offline machine; pass "
              "`--checkpoint DIR` (a GPT-2 checkpoint directory: `model.safetensors` + "
              "`config.json`, or a local Hugging Face cache) to measure a trained model."]
-    if r.get("source") == "fresh":
+    if r.get("source") == "checkpoint":
+        notes.append("The seed's figures are for the trained GPT-2 release; a different model, "
+                     "e.g. a small `nanonorm train` checkpoint, need not match them.")
+    else:
         notes.append("No checkpoint was given, so this is a **freshly initialised** model: "
                      "γ = 1 and β = 0 by construction, nothing like the trained figures the "
                      "seed reports. The comparison below is the seed's quote against that.")
