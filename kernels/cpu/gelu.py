@@ -20,20 +20,21 @@ BLOCK = 4096  # elements per parallel task
 def _forward(x, k, c, sat, y):
     # x, y: (N,) flat
     n = x.shape[0]
-    one = x.dtype.type(1.0)
+    one, zero = x.dtype.type(1.0), x.dtype.type(0.0)
     for blk in prange((n + BLOCK - 1) // BLOCK):
         for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
             xi = x[i]
             xc = min(max(xi, -sat), sat)                  # tanh is ±1 beyond, x³ stays finite
             u = k * xc * (one + c * xc * xc)
-            y[i] = xi / (one + vexp(-2 * u))              # x · σ(2u)
+            sg = one / (one + vexp(-2 * u))
+            y[i] = xi * sg if xi > -sat else zero         # x · σ(2u); tanh = -1 exactly beyond
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _backward(dy, x, k, c, sat, dx):
     # dy, x, dx: (N,) flat.  d/dx x·σ(2u) = σ + 2x·σ(1 - σ)·u',  1 - σ = e·σ with e = e^(-2u)
     n = x.shape[0]
-    one = x.dtype.type(1.0)
+    one, zero = x.dtype.type(1.0), x.dtype.type(0.0)
     for blk in prange((n + BLOCK - 1) // BLOCK):
         for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
             xi = x[i]
@@ -42,7 +43,9 @@ def _backward(dy, x, k, c, sat, dx):
             du = k * (one + 3 * c * xc * xc)
             e = vexp(-2 * u)
             sg = one / (one + e)
-            dx[i] = dy[i] * (sg + 2 * xi * sg * (e * sg) * du)
+            es = e * sg if xi > -sat and xi < sat else zero   # 1 - σ; σ' is 0 when saturated
+            sg = sg if xi > -sat else zero
+            dx[i] = dy[i] * (sg + 2 * xi * sg * es * du)
 
 
 def _consts(dt):
