@@ -82,7 +82,8 @@ def config_from_hf(d: dict, source: str = CONFIG_NAME) -> GPTConfig:
         raise ValueError(f"{source}: non-standard attention scaling is not supported")
     try:
         return GPTConfig(n_layer=d["n_layer"], n_head=d["n_head"], n_embd=d["n_embd"],
-                         vocab_size=d["vocab_size"], block_size=d.get("n_positions", d.get("n_ctx")),
+                         vocab_size=d["vocab_size"],
+                         block_size=d.get("n_positions", d.get("n_ctx")),
                          tie_weights=bool(d.get("tie_word_embeddings", True)),
                          ln_eps=float(d.get("layer_norm_epsilon", 1e-5)))
     except (TypeError, ValueError) as e:
@@ -95,7 +96,8 @@ def save(model, path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     tensors = {n: np.ascontiguousarray(to_numpy(a)) for n, a in model.parameters().items()}
     # "format": "pt" is what transformers checks for before it reads a safetensors file
-    atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(path / WEIGHTS_NAME,
+                 lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     text = json.dumps(hf_config(model.config), indent=2) + "\n"
     atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
 

@@ -39,12 +39,14 @@ class AdamW:
         self.lr = _number("lr", lr, 0.0)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = (_number("betas[0]", betas[0], 0.0, 1.0), _number("betas[1]", betas[1], 0.0, 1.0))
+        self.betas = (_number("betas[0]", betas[0], 0.0, 1.0),
+                      _number("betas[1]", betas[1], 0.0, 1.0))
         self.eps = _number("eps", eps, 0.0, lo_open=True)
         self.weight_decay = _number("weight_decay", weight_decay, 0.0)
         self.no_decay = frozenset(no_decay)
         if not self.no_decay <= params.keys():
-            raise ValueError(f"no_decay names not in params: {sorted(self.no_decay - params.keys())}")
+            raise ValueError(f"no_decay names not in params: "
+                             f"{sorted(self.no_decay - params.keys())}")
         xp = array_namespace(*params.values(), names=tuple(params))
         self.m = {n: xp.zeros_like(p) for n, p in params.items()}   # first moments
         self.v = {n: xp.zeros_like(p) for n, p in params.items()}   # second moments

@@ -28,7 +28,7 @@ def write_hf(dirpath, model, *, bare=False, masks=True, lm_head=True, config=Non
                                                          np.float32))
             tensors[pre + "attn.masked_bias"] = np.array(-1e4, np.float32)
     if lm_head and cfg.tie_weights:
-        tensors["lm_head.weight"] = np.ascontiguousarray(model.parameters()["transformer.wte.weight"])
+        tensors["lm_head.weight"] = model.parameters()["transformer.wte.weight"].copy()
     save_file(tensors, str(dirpath / "model.safetensors"), metadata={"format": "pt"})
     hf = config or {"model_type": "gpt2", "n_layer": cfg.n_layer, "n_head": cfg.n_head,
                     "n_embd": cfg.n_embd, "vocab_size": cfg.vocab_size, "n_ctx": cfg.block_size,

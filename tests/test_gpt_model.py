@@ -81,7 +81,8 @@ def test_init_statistics_and_seed():
     assert abs(p["transformer.wte.weight"].std() - 0.02) < 0.001
     assert abs(p["transformer.h.1.mlp.c_proj.weight"].std() - 0.02 / math.sqrt(8)) < 0.0005
     assert abs(p["transformer.h.1.attn.c_proj.weight"].std() - 0.02 / math.sqrt(8)) < 0.001
-    assert np.all(p["transformer.h.0.ln_1.weight"] == 1) and np.all(p["transformer.h.0.attn.c_attn.bias"] == 0)
+    assert np.all(p["transformer.h.0.ln_1.weight"] == 1)
+    assert np.all(p["transformer.h.0.attn.c_attn.bias"] == 0)
     q = GPT(cfg, seed=5, dtype="float64").parameters()
     for n in p:  # same seed -> same numbers whatever the dtype (drawn in float64 on the host)
         np.testing.assert_array_equal(p[n], q[n].astype(np.float32))

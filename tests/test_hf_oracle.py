@@ -29,7 +29,8 @@ def test_matches_hugging_face_gpt2(tmp_path, tie):
     grads = model.backward()
 
     out = hf(torch.from_numpy(idx)).logits
-    ref_loss = torch.nn.functional.cross_entropy(out.reshape(-1, 29), torch.from_numpy(targets).reshape(-1))
+    ref_loss = torch.nn.functional.cross_entropy(out.reshape(-1, 29),
+                                                 torch.from_numpy(targets).reshape(-1))
     ref_loss.backward()
     np.testing.assert_allclose(logits, out.detach().numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(loss, ref_loss.item(), rtol=1e-12)

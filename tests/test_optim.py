@@ -10,7 +10,8 @@ from nanonorm.optim import AdamW, clip_grad_norm, cosine_lr
 
 def problem(seed=0, dtype=np.float64):
     rng = np.random.default_rng(seed)
-    params = {"w": rng.standard_normal((5, 3)).astype(dtype), "b": rng.standard_normal(3).astype(dtype)}
+    params = {"w": rng.standard_normal((5, 3)).astype(dtype),
+              "b": rng.standard_normal(3).astype(dtype)}
     grads = [{k: rng.standard_normal(v.shape).astype(dtype) for k, v in params.items()}
              for _ in range(6)]
     return params, grads

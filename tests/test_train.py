@@ -1,4 +1,4 @@
-"""Training end to end: overfitting, exact resume, the data pipeline, the train/sample/params CLI."""
+"""Training end to end: overfitting, exact resume, data, the train/sample/params commands."""
 import math
 
 import numpy as np
