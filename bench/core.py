@@ -295,6 +295,9 @@ def _runner(case, provider, inputs, size):
 # machine roofline ----------------------------------------------------------------------------
 
 def _triad_kernel():
+    # the kernels' threading-layer choice must precede Numba's first parallel launch,
+    # which would otherwise be this triad's
+    import nanonorm.kernels.cpu  # noqa: F401
     from numba import njit, prange
 
     @njit(parallel=True, fastmath=True)
