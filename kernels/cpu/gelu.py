@@ -20,13 +20,14 @@ BLOCK = 4096  # elements per parallel task
 def _forward(x, k, c, sat, y):
     # x, y: (N,) flat
     n = x.shape[0]
-    one, zero = x.dtype.type(1.0), x.dtype.type(0.0)
+    # typed constants: a Python int or float would promote float32 work to float64
+    one, zero, m2 = x.dtype.type(1.0), x.dtype.type(0.0), x.dtype.type(-2.0)
     for blk in prange((n + BLOCK - 1) // BLOCK):
         for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
             xi = x[i]
             xc = min(max(xi, -sat), sat)                  # tanh is ±1 beyond, x³ stays finite
             u = k * xc * (one + c * xc * xc)
-            sg = one / (one + vexp(-2 * u))
+            sg = one / (one + vexp(m2 * u))
             y[i] = xi * sg if xi > -sat else zero         # x · σ(2u); tanh = -1 exactly beyond
 
 
@@ -35,17 +36,18 @@ def _backward(dy, x, k, c, sat, dx):
     # dy, x, dx: (N,) flat.  d/dx x·σ(2u) = σ + 2x·σ(1 - σ)·u',  1 - σ = e·σ with e = e^(-2u)
     n = x.shape[0]
     one, zero = x.dtype.type(1.0), x.dtype.type(0.0)
+    two, three = x.dtype.type(2.0), x.dtype.type(3.0)
     for blk in prange((n + BLOCK - 1) // BLOCK):
         for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
             xi = x[i]
             xc = min(max(xi, -sat), sat)
             u = k * xc * (one + c * xc * xc)
-            du = k * (one + 3 * c * xc * xc)
-            e = vexp(-2 * u)
+            du = k * (one + three * c * xc * xc)
+            e = vexp(-two * u)
             sg = one / (one + e)
             es = e * sg if xi > -sat and xi < sat else zero   # 1 - σ; σ' is 0 when saturated
             sg = sg if xi > -sat else zero
-            dx[i] = dy[i] * (sg + 2 * xi * sg * es * du)
+            dx[i] = dy[i] * (sg + two * xi * sg * es * du)
 
 
 def _consts(dt):

@@ -21,7 +21,9 @@ from ._common import FASTMATH, diff_add, float_dtype, vexp
 def _forward(x, temperature, log, out):
     # x, out: (N, C); row i -> softmax(x[i] / temperature) or its log
     n, c = x.shape
-    inv = 1.0 if temperature == 1.0 else 1.0 / temperature
+    # typed: a float64 shift would send every exp down the scalar float64 path
+    inv = x.dtype.type(1.0 if temperature == 1.0 else 1.0 / temperature)
+    tem = x.dtype.type(temperature)
     for i in prange(n):
         xi, oi = x[i], out[i]
         zero = x.dtype.type(0.0)
@@ -37,13 +39,13 @@ def _forward(x, temperature, log, out):
                 s += e
         else:
             for j in range(c):
-                e = vexp(xi[j] / temperature - m)
+                e = vexp(xi[j] / tem - m)
                 oi[j] = e
                 s += e
         if log:
             ls = x.dtype.type(math.log(s) if s > 0.0 else 0.0)
             for j in range(c):
-                z = xi[j] if temperature == 1.0 else xi[j] / temperature
+                z = xi[j] if temperature == 1.0 else xi[j] / tem
                 oi[j] = diff_add(z, m, -ls)               # (z - m) - log s, as the reference
         else:
             r = x.dtype.type(1.0 / s) if s > 0.0 else zero
@@ -55,6 +57,7 @@ def _forward(x, temperature, log, out):
 def _backward(dy, y, temperature, log, dx):
     # dy, y, dx: (N, C); y is the forward's output (probabilities or log-probabilities)
     n, c = y.shape
+    tem = y.dtype.type(temperature)
     for i in prange(n):
         di, yi, oi = dy[i], y[i], dx[i]
         s = 0.0
@@ -63,13 +66,13 @@ def _backward(dy, y, temperature, log, dx):
                 s += di[j]
             sd = y.dtype.type(s)
             for j in range(c):
-                oi[j] = (di[j] - vexp(yi[j]) * sd) / temperature
+                oi[j] = (di[j] - vexp(yi[j]) * sd) / tem
         else:
             for j in range(c):
                 s += di[j] * yi[j]
             sd = y.dtype.type(s)
             for j in range(c):
-                oi[j] = yi[j] * (di[j] - sd) / temperature
+                oi[j] = yi[j] * (di[j] - sd) / tem
 
 
 def _rows_last(x, axis):
