@@ -339,11 +339,12 @@ def _validate(out, ref):
 
 # the grid ------------------------------------------------------------------------------------
 
-def run_grid(*, quick=False, only=None, repeats=None, providers=None, progress=True):
+def run_grid(*, quick=False, only=None, repeats=None, providers=None, progress=True,
+             study=False):
     from tqdm import tqdm
 
     have_torch = _torch() is not None
-    provs = providers or ["reference", "numba"] + (["torch"] if have_torch else [])
+    provs = [p for p in providers or ["reference", "numba", "torch"] if p != "cuda"]
     if not have_torch:
         provs = [p for p in provs if p != "torch"]
     cases = [c for c in CASES if not only or any(o in c.name for o in only)]
@@ -368,7 +369,10 @@ def run_grid(*, quick=False, only=None, repeats=None, providers=None, progress=T
         t0 = time.perf_counter()
         first = fn()
         first_s = time.perf_counter() - t0
-        reps = repeats or (2 if quick else (3 if big or prov == "reference" else 7))
+        if big and not quick:
+            fn()                       # torch's first steps run slow (allocator, kernels' setup)
+            fn()
+        reps = repeats or (2 if quick else (5 if big else 3 if prov == "reference" else 7))
         med, _ = _median(fn, reps)
         # validation: against the reference's first output (numba where the reference is
         # skipped or stateful: AdamW steps and model steps change their own state)
@@ -395,8 +399,16 @@ def run_grid(*, quick=False, only=None, repeats=None, providers=None, progress=T
     for r in rows:
         t = by.get((r["case"], "torch"))
         r["ratio_to_torch"] = r["ms"] / t["ms"] if t else None
+    # the GPU providers (cuda, torch-cuda: ratios against torch on the same GPU) and the
+    # study's CPU-vs-GPU table, when asked for
+    from . import gpu
+    gpu_reason = gpu.available()
+    if gpu_reason is None and (providers is None or "cuda" in providers):
+        rows += gpu.cuda_rows(cases, quick=quick, repeats=repeats)
     from nanonorm.commands.info import environment
-    return {"environment": environment(), "machine": rates, "quick": quick, "rows": rows}
+    return {"environment": environment(), "machine": rates, "quick": quick, "rows": rows,
+            "gpu": gpu_reason or "present",
+            "study": gpu.study_table(quick=quick) if study else None}
 
 
 def render_table(result) -> str:
@@ -432,7 +444,12 @@ def add_arguments(parser):
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="run the cases whose name contains NAME (repeatable)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per row")
-    parser.add_argument("--providers", nargs="+", choices=("reference", "numba", "torch"))
+    parser.add_argument("--providers", nargs="+", choices=("reference", "numba", "torch", "cuda"),
+                        help="default: all that can run here (torch when importable, cuda "
+                             "with CuPy and a GPU)")
+    parser.add_argument("--study", action="store_true",
+                        help="also the source study's table: GPT-2 small construction, forward "
+                             "at B=8, T=1024 (5 repeats), 5 training steps, per device")
     parser.add_argument("--json", type=Path, default=Path("bench_results.json"))
     parser.add_argument("--plot", type=Path, default=Path("bench_results.png"))
     parser.add_argument("--no-progress", action="store_true")
@@ -440,7 +457,8 @@ def add_arguments(parser):
 
 def run_from_args(args) -> int:
     result = run_grid(quick=args.quick, only=args.only, repeats=args.repeats,
-                      providers=args.providers, progress=not args.no_progress)
+                      providers=args.providers, progress=not args.no_progress,
+                      study=args.study)
     args.json.write_text(json.dumps(result, indent=2, default=str))
     if args.plot:
         plot(result, args.plot)
@@ -448,6 +466,11 @@ def run_from_args(args) -> int:
     print(f"machine: fused triad {m['triad_GBps']:.1f} GB/s, sgemm {m['sgemm_GFLOPps']:.1f} "
           f"GFLOP/s; {result['environment']['cpu']} x{result['environment']['cpu_count']}")
     print(render_table(result))
+    if result["gpu"] != "present":
+        print(f"GPU rows skipped: {result['gpu']}")
+    if result["study"] is not None:
+        from .gpu import render_study
+        print(render_study(result["study"], args.quick))
     bad = [r for r in result["rows"] if r["validated"] is False]
     for r in bad:
         print(f"VALIDATION FAILED: {r['case']} / {r['provider']}")

@@ -16,7 +16,8 @@ import numpy as np
 
 from . import functional as F
 from . import validate as check
-from .backend import Array, array_namespace, backend_name, get_namespace, normal, to_numpy
+from .backend import (Array, array_namespace, backend_name, get_namespace, normal,
+                      scatter_add_rows, to_numpy)
 from .gpt_config import GPTConfig, parameter_shapes
 
 __all__ = ["GPT", "GPTConfig", "KVCache"]
@@ -188,12 +189,14 @@ class GPT:
             dx = self._block_backward(i, dx, c.blocks[i], g)
         # positions are shared by every sequence of the batch: their gradient sums over B
         g["transformer.wpe.weight"] = F.embedding_backward(xp.sum(dx, axis=0), c.wpe)
-        dwte = F.embedding_backward(dx, c.wte)                          # (V, C)
         if self.config.tie_weights:
-            # one matrix, two uses: the embedding's gradient plus the unembedding's
-            g["transformer.wte.weight"] = dwte + xp.matrix_transpose(dhead)
+            # one matrix, two uses: the unembedding's gradient (dhead has the layout of the
+            # transposed view wteᵀ, so dheadᵀ is a fresh contiguous (V, C) array) plus the
+            # embedding's, scattered into it in place: no (V, C) zeros, no (V, C) sum
+            g["transformer.wte.weight"] = scatter_add_rows(
+                xp.matrix_transpose(dhead), c.wte.idx, xp.reshape(dx, (-1, dx.shape[-1])))
         else:
-            g["transformer.wte.weight"] = dwte
+            g["transformer.wte.weight"] = F.embedding_backward(dx, c.wte)   # (V, C)
             g["lm_head.weight"] = xp.matrix_transpose(dhead)            # (V, C)
         return {name: g[name] for name in self._params}
 

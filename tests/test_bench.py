@@ -35,3 +35,23 @@ def test_only_filter_and_cli(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert {r["case"] for r in data["rows"]} == {"layernorm_fwd", "layernorm_fwd_bwd"}
     assert {r["provider"] for r in data["rows"]} == {"reference", "numba", "torch"}
+
+
+def test_gpu_rows_and_study_table_through_the_main_bench(tmp_path, capsys):
+    # `python -m bench --study`: the cuda provider joins when CuPy sees a GPU, and says why
+    # not otherwise; the study's table (construction, forward, training steps) has the CPU rows
+    from nanonorm.bench import gpu
+    out = tmp_path / "r.json"
+    code = core.main(["--quick", "--only", "gelu_fwd", "--repeats", "1", "--study",
+                      "--json", str(out), "--plot", str(tmp_path / "r.png"), "--no-progress"])
+    assert code == 0
+    data = json.loads(out.read_text())
+    printed = capsys.readouterr().out
+    providers = {r["provider"] for r in data["rows"]}
+    if gpu.available() is None:
+        assert "cuda" in providers and data["gpu"] == "present"
+    else:
+        assert "cuda" not in providers and f"GPU rows skipped: {gpu.available()}" in printed
+    study = {r["provider"] for r in data["study"]}
+    assert {"reference", "numba"} <= study
+    assert "| numba | cpu |" in printed

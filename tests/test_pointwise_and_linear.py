@@ -85,6 +85,22 @@ def test_linear_gradients_match_finite_differences(lib, case, seed):
     assert (grads[2] is None) == (b is None)
 
 
+
+@given(case=linear_case(dtype=st.just(np.float64)), seed=st.integers(0, 99))
+def test_linear_weight_gradient_keeps_a_transposed_weights_layout(case, seed):
+    # the tied unembedding passes wteᵀ, a column-major view: its dw comes column-major too
+    # (so dwᵀ is contiguous, ready for the embedding's scatter-add), with the same values
+    x, w, _ = case
+    dy = np.random.default_rng(seed).standard_normal((*x.shape[:-1], w.shape[1]))
+    wt = np.ascontiguousarray(w.T).T                                 # same values, (in, out) view
+    with use_impl("reference"):
+        dx, dw, _ = F.linear_backward(dy, F.linear_forward(x, w)[1])
+        dx_t, dw_t, _ = F.linear_backward(dy, F.linear_forward(x, wt)[1])
+    for got, want in ((dw_t, dw), (dx_t, dx)):      # BLAS may sum in another order
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max(initial=1))
+    if w.shape[0] > 1 and w.shape[1] > 1:
+        assert dw_t.T.flags.c_contiguous
+
 # embedding ---------------------------------------------------------------------------------
 
 @libs

@@ -26,6 +26,17 @@ def linear_backward(dy: Array, cache: LinearCache):
     dy2 = xp.reshape(dy, (-1, n_out))                               # (N, out)
     x2 = xp.reshape(x, (-1, n_in))                                  # (N, in)
     dx = dy @ xp.matrix_transpose(w)                                # (..., in)
-    dw = xp.matrix_transpose(x2) @ dy2                              # (in, out)
+    if _transposed_view(w):
+        # a transposed weight (GPT-2's tied unembedding, wteᵀ): dw in the same layout, so
+        # dwᵀ is a contiguous (out, in) array, ready to be added to the embedding's gradient
+        dw = xp.matrix_transpose(xp.matrix_transpose(dy2) @ x2)     # (in, out) view of (out, in)
+    else:
+        dw = xp.matrix_transpose(x2) @ dy2                          # (in, out)
     db = xp.sum(dy2, axis=0) if cache.has_bias else None            # (out,)
     return dx, dw, db
+
+
+def _transposed_view(w: Array) -> bool:
+    """True for a NumPy/CuPy matrix stored column-major (e.g. the view wᵀ of a C array)."""
+    flags = getattr(w, "flags", None)
+    return bool(flags is not None and flags.f_contiguous and not flags.c_contiguous)
