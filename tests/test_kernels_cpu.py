@@ -268,7 +268,7 @@ def attention_case(draw, max_len=9):
     q, k, v, dy = (draw(float_arrays((*lead, n, c), np.float64, magnitudes=(1.0, 3.0),
                                      kinds=("normal", "uniform", "outliers")))
                    for n, c in ((t, d), (s, d), (s, dv), (t, dv)))
-    return q, k, v, dy, draw(st.booleans()), draw(st.sampled_from([None, 0.3]))
+    return q, k, v, dy, draw(st.booleans()), draw(st.sampled_from([None, 0.3, -0.5, 0.0]))
 
 
 def check_attention(case, dtype):
@@ -277,7 +277,7 @@ def check_attention(case, dtype):
     # carries a relative error of about |s|·eps, where the stored p of the reference has eps:
     # its backward budget (both terms) scales with the largest score (the flash trade-off).
     sc = 1 / np.sqrt(q.shape[-1]) if scale is None else scale
-    max_score = sc * np.max(np.abs(q)) * np.max(np.abs(k)) * q.shape[-1]
+    max_score = abs(sc) * np.max(np.abs(q)) * np.max(np.abs(k)) * q.shape[-1]
     check_pairings("scaled_dot_product_attention_forward",
                    "scaled_dot_product_attention_backward", (q, k, v), dy, dtype,
                    fwd_kw=dict(causal=causal, scale=scale), name="attention",
@@ -311,3 +311,35 @@ def test_attention_tiles(causal, t, s):
     assert_deterministic(lambda: K["scaled_dot_product_attention_forward"](
         q, k, v, causal=causal))
     assert_deterministic(lambda: K["scaled_dot_product_attention_backward"](dy, cache))
+
+
+# threading layer -----------------------------------------------------------------------------
+
+def _layer_in_fresh_process(**env):
+    import os
+    import subprocess
+    import sys
+    code = ("import os, numba, nanonorm.kernels.cpu, numpy as np\n"
+            "nanonorm.kernels.cpu.gelu_forward(np.ones(10))\n"     # a parallel launch
+            "print(numba.threading_layer(), os.environ.get('GOMP_SPINCOUNT'))")
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("NUMBA_THREADING_LAYER", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, check=True,
+                         capture_output=True, text=True).stdout.split()
+    return out[0], out[1]
+
+
+def test_threading_layer_is_omp_with_short_spin_and_the_environment_is_restored():
+    layer, spin = _layer_in_fresh_process()
+    try:
+        from numba.np.ufunc import omppool  # noqa: F401
+    except ImportError:                  # no libgomp here: Numba's own fallback
+        assert layer in ("tbb", "workqueue")
+    else:
+        assert layer == "omp"
+    assert spin == "None"                # set only while libgomp loaded, then removed
+
+
+def test_threading_layer_set_by_the_user_is_kept():
+    assert _layer_in_fresh_process(NUMBA_THREADING_LAYER="workqueue")[0] == "workqueue"
+    assert _layer_in_fresh_process(GOMP_SPINCOUNT="5")[1] == "5"

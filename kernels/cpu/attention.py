@@ -23,7 +23,7 @@ from numba import njit, prange
 
 from ...ops.attention import (AttentionCache, AttentionStats,
                               scaled_dot_product_attention_backward as _reference_backward)
-from ._common import FASTMATH, float_dtype, vexp
+from ._common import FASTMATH, float_dtype, row_max, vexp
 
 BR = 128      # queries per block
 BC = 512      # keys per tile (forward)
@@ -50,9 +50,12 @@ def _online_tile(s, scale, causal, off, k0, m, l, acc):
         row = s[h, i]
         lim = _visible(i, off, k0, bc, causal)
         m_old = m[h, i]
-        mx = m_old
-        for j in range(lim):
-            mx = max(mx, row[j] * scale)
+        if scale > 0:                          # rounding is monotone: max(s)·scale exactly
+            mx = max(m_old, row_max(row, lim, row.dtype.type(-np.inf)) * scale)
+        else:
+            mx = m_old
+            for j in range(lim):
+                mx = max(mx, row[j] * scale)
         if mx == -np.inf:                      # no visible key yet: nothing to add
             row[:] = 0.0
             continue

@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from ...ops.loss import CrossEntropyCache
-from ._common import FASTMATH, float_dtype, vexp
+from ._common import FASTMATH, float_dtype, row_max, vexp
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -23,9 +23,7 @@ def _forward(z, t, lse, gap, log_s):
     n, v = z.shape
     for i in prange(n):
         zi = z[i]
-        m = z.dtype.type(-np.inf)
-        for j in range(v):
-            m = max(m, zi[j])
+        m = row_max(zi, v, z.dtype.type(-np.inf))
         m = m if math.isfinite(m) else z.dtype.type(0.0)
         s = 0.0
         for j in range(v):

@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from ...ops.softmax import SoftmaxCache
-from ._common import FASTMATH, diff_add, float_dtype, vexp
+from ._common import FASTMATH, diff_add, float_dtype, row_max, vexp
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -27,9 +27,7 @@ def _forward(x, temperature, log, out):
     for i in prange(n):
         xi, oi = x[i], out[i]
         zero = x.dtype.type(0.0)
-        m = x.dtype.type(-np.inf)
-        for j in range(c):
-            m = max(m, xi[j])
+        m = row_max(xi, c, x.dtype.type(-np.inf))
         m = m * inv if math.isfinite(m) else zero   # all -inf row: shift by 0 (as reference)
         s = 0.0
         if temperature == 1.0:
