@@ -295,8 +295,21 @@ def test_attention_many_tiles(case, dtype):
     check_attention(case, dtype)
 
 
+@settings(max_examples=10)
+@given(case=attention_case(max_len=40), dtype=dtypes())
+def test_attention_online_softmax_across_small_tiles(case, dtype):
+    # tiles far smaller than the sequences: the running max/sum rescaling across key tiles
+    # (which GPT-2 sizes, S <= BC, never reach) and head groups split over several passes
+    from nanonorm.kernels.cpu import attention as A
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(A, "BR", 4)
+        mp.setattr(A, "BC", 5)
+        mp.setattr(A, "TILE", 40)
+        check_attention(case, dtype)
+
+
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("t,s", [(1, 1), (5, 3), (130, 700), (300, 257)])
+@pytest.mark.parametrize("t,s", [(1, 1), (5, 3), (130, 700), (300, 257), (70, 1100)])
 def test_attention_tiles(causal, t, s):
     # sequences not a multiple of the blocks; T > S leaves early queries without a key
     rng = np.random.default_rng(t * 1000 + s)
