@@ -29,16 +29,20 @@ def _forward(x, w, b, has_w, has_b, eps, y, mean, rstd):
         s = 0.0                                   # float64 accumulators, even for float32 x
         for j in range(c):
             s += row[j]
-        m = x.dtype.type(s / c)
-        s = 0.0                                   # mean correction: exact for constant rows
+        m0 = x.dtype.type(s / c)
+        # one more pass for both the mean's correction and the variance, about the shift m0:
+        # d = x - m0 is small next to x, so Σd² - (Σd)²/c does not cancel (exact 0 for a
+        # constant row, where m0 is exact)
+        s1 = 0.0
+        s2 = 0.0
         for j in range(c):
-            s += row[j] - m
-        m = x.dtype.type(m + s / c)
-        s = 0.0
-        for j in range(c):
-            d = np.float64(row[j] - m)
-            s += d * d
-        r = x.dtype.type(1.0 / math.sqrt(s / c + eps))
+            d = np.float64(row[j] - m0)
+            s1 += d
+            s2 += d * d
+        dm = s1 / c
+        m = x.dtype.type(m0 + dm)
+        var = max(s2 / c - dm * dm, 0.0)
+        r = x.dtype.type(1.0 / math.sqrt(var + eps))
         mean[i, 0] = m
         rstd[i, 0] = r
         yi = y[i]
