@@ -23,6 +23,10 @@ import numpy as np
 
 import nanonorm
 import nanonorm.functional as F
+# before torch: the kernels set up their OpenMP threads while no libgomp is loaded (torch's
+# would otherwise be shared, with its long idle spin; see nanonorm.kernels.cpu). torch's own
+# step time measured the same either way (5.4-5.9 s on GPT-2 small, B=4, T=256).
+import nanonorm.kernels.cpu  # noqa: F401,E402
 
 
 @dataclass
@@ -295,9 +299,6 @@ def _runner(case, provider, inputs, size):
 # machine roofline ----------------------------------------------------------------------------
 
 def _triad_kernel():
-    # the kernels' threading-layer choice must precede Numba's first parallel launch,
-    # which would otherwise be this triad's
-    import nanonorm.kernels.cpu  # noqa: F401
     from numba import njit, prange
 
     @njit(parallel=True, fastmath=True)

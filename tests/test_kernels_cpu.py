@@ -356,3 +356,15 @@ def test_threading_layer_is_omp_with_short_spin_and_the_environment_is_restored(
 def test_threading_layer_set_by_the_user_is_kept():
     assert _layer_in_fresh_process(NUMBA_THREADING_LAYER="workqueue")[0] == "workqueue"
     assert _layer_in_fresh_process(GOMP_SPINCOUNT="5")[1] == "5"
+
+
+def test_threading_layer_avoids_a_libgomp_loaded_before_it():
+    # torch ships a libgomp under the same name: Numba would share it, long spin included
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+    code = ("import torch, numba, nanonorm.kernels.cpu, numpy as np\n"
+            "nanonorm.kernels.cpu.gelu_forward(np.ones(10)); print(numba.threading_layer())")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout.split()
+    assert out[-1] == "workqueue"

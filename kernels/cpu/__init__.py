@@ -17,7 +17,10 @@ between kernels and starves OpenBLAS's matmul threads; `workqueue` does not spin
 mini-preset training step (B=8, T=128) 336 ms (omp, default spin) / 135 ms (workqueue) /
 76 ms (omp, spin 1000); LayerNorm fwd+bwd (8192, 768) 8.1 ms (workqueue) / 4.8 ms (omp, 1000).
 A GOMP_SPINCOUNT or OMP_WAIT_POLICY of your own is left as you set it. Without libgomp, Numba
-falls back to tbb or workqueue.
+falls back to tbb or workqueue. When a libgomp is already loaded (torch ships one under the
+same name and Numba would share it, default spin included: GPT-2 small forward 2.0 -> 3.1 s),
+its settings can no longer change, so the kernels use `workqueue`: import nanonorm's kernels
+(or `nanonorm.kernels.cpu`) before torch to get the faster setup.
 """
 import os
 
@@ -27,8 +30,11 @@ import numba
 def _start_threads():
     if "NUMBA_THREADING_LAYER" in os.environ:
         return                                         # the user's choice, untouched
-    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
     ours = not any(k in os.environ for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"))
+    if ours and _libgomp_loaded():
+        numba.config.THREADING_LAYER = "workqueue"     # its spin is set already: avoid it
+        return
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
     if ours:
         os.environ["GOMP_SPINCOUNT"] = "1000"
     try:
@@ -37,6 +43,14 @@ def _start_threads():
     finally:
         if ours:
             del os.environ["GOMP_SPINCOUNT"]
+
+
+def _libgomp_loaded() -> bool:
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("libgomp" in line for line in maps)
+    except OSError:                                    # not Linux: no way to tell, assume not
+        return False
 
 
 _start_threads()

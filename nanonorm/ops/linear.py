@@ -13,9 +13,12 @@ class LinearCache(NamedTuple):
 
 
 def linear_forward(x: Array, weight: Array, bias: Array | None = None):
-    y = x @ weight                                                  # (..., out)
+    xp = array_namespace(x, weight)
+    n_in, n_out = weight.shape
+    # one (N, in) @ (in, out) product, not one per leading index: BLAS packs the weight once
+    y = xp.reshape(xp.reshape(x, (-1, n_in)) @ weight, (*x.shape[:-1], n_out))  # (..., out)
     if bias is not None:
-        y = y + bias
+        y += bias                                                   # y is ours: in place
     return y, LinearCache(x, weight, bias is not None)
 
 
@@ -25,7 +28,7 @@ def linear_backward(dy: Array, cache: LinearCache):
     n_in, n_out = w.shape
     dy2 = xp.reshape(dy, (-1, n_out))                               # (N, out)
     x2 = xp.reshape(x, (-1, n_in))                                  # (N, in)
-    dx = dy @ xp.matrix_transpose(w)                                # (..., in)
+    dx = xp.reshape(dy2 @ xp.matrix_transpose(w), x.shape)          # (..., in)
     if _transposed_view(w):
         # a transposed weight (GPT-2's tied unembedding, wteᵀ): dw in the same layout, so
         # dwᵀ is a contiguous (out, in) array, ready to be added to the embedding's gradient
