@@ -2,8 +2,10 @@
 device and implementation present on this machine, side by side.
 
 The seed times GPT-2 small at B=8, T=1024 in PyTorch. A NumPy forward at that size takes far
-too long for a report that should finish in minutes on a laptop CPU, so SIZES keeps GPT-2
-small's architecture (all 124M parameters) and shrinks the batch; the report states the size.
+too long for a report that should finish in minutes on a laptop CPU (5 forwards and 5 steps
+took ~6 min with Numba, ~8 min with the reference here: `python -m bench --study`), so SIZES
+keeps GPT-2 small's architecture (all 124M parameters) at the bench's B=4, T=256; the report
+states the size.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import time
 import numpy as np
 from matplotlib.figure import Figure
 
-SIZES = {"full": {"preset": "gpt2", "batch": 1, "seq": 128},
+SIZES = {"full": {"preset": "gpt2", "batch": 4, "seq": 256},     # the bench's GPT-2 row
          "quick": {"preset": "tiny", "batch": 2, "seq": 32}}
 # the seed's figures (4-gpt2-cpu-vs-gpu-timing.md §3.2, §4.2, §5.2), quoted; PyTorch,
 # GPT-2 small ("Model 5"), a GPU such as an NVIDIA A100
