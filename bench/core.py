@@ -454,18 +454,27 @@ def add_arguments(parser):
     parser.add_argument("--json", type=Path, default=Path("bench_results.json"))
     parser.add_argument("--plot", type=Path, default=Path("bench_results.png"))
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's malloc as it is (by default freed memory is kept "
+                             "for reuse, for every provider: nanonorm.memory)")
 
 
 def run_from_args(args) -> int:
+    from nanonorm.memory import keep_freed_memory
+    # the same allocator policy for every provider of this process, torch included, as
+    # `nanonorm train` uses (freed pages kept for reuse; see nanonorm.memory)
+    kept = False if args.default_allocator else keep_freed_memory()
     result = run_grid(quick=args.quick, only=args.only, repeats=args.repeats,
                       providers=args.providers, progress=not args.no_progress,
                       study=args.study)
+    result["keep_freed_memory"] = kept
     args.json.write_text(json.dumps(result, indent=2, default=str))
     if args.plot:
         plot(result, args.plot)
     m = result["machine"]
     print(f"machine: fused triad {m['triad_GBps']:.1f} GB/s, sgemm {m['sgemm_GFLOPps']:.1f} "
-          f"GFLOP/s; {result['environment']['cpu']} x{result['environment']['cpu_count']}")
+          f"GFLOP/s; {result['environment']['cpu']} x{result['environment']['cpu_count']}; "
+          f"freed memory kept for reuse: {kept}")
     print(render_table(result))
     if result["gpu"] != "present":
         print(f"GPU rows skipped: {result['gpu']}")

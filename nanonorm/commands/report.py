@@ -30,7 +30,10 @@ def _trained_checkpoint() -> str | None:
 
 
 def run(args) -> int:
+    from ..memory import keep_freed_memory
     from ..studies.report import Options, run_report
+
+    keep_freed_memory()          # the timing study trains GPT-2 small (see nanonorm.memory)
 
     checkpoint = args.checkpoint or _trained_checkpoint()
     if checkpoint and not args.checkpoint:

@@ -42,6 +42,8 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
+    from ..memory import keep_freed_memory
+    keep_freed_memory()          # this process trains: reuse freed pages (see nanonorm.memory)
     train(args)
     return 0
 

@@ -1,0 +1,38 @@
+"""Keep freed memory in the process, so a training step reuses its pages instead of faulting.
+
+A GPT-2 small training step (B=4, T=256) allocates and frees about a gigabyte of activations
+and gradients. With glibc's default policy, the heap's freed top is returned to the OS and
+every step touches fresh pages again: measured here 120,000 minor page faults and 1.05 s of
+system time per step (5.8 s in all). With `keep_freed_memory()` the same step took 4.9 s with
+7 faults. The price: the process keeps its peak heap instead of shrinking after a step.
+
+This is a process-wide allocator setting, so nothing calls it on import; the `nanonorm` CLI
+commands that train or time a model call it, and a training script can.
+"""
+from __future__ import annotations
+
+import ctypes
+import sys
+
+# mallopt parameters (glibc's malloc.h)
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+MMAP_THRESHOLD_MAX = 32 << 20     # glibc's ceiling on 64-bit: larger blocks are always mmapped
+TOP_PAD = 1 << 30                 # grow the heap in steps this large
+TRIM_NEVER = 2**31 - 1            # a freed top this large is kept (mallopt takes a C int)
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse; True if it took the settings,
+    False where there is no glibc (macOS, musl, Windows: nothing changes)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    # a fixed mmap threshold also stops glibc from moving it (and the trim threshold) itself
+    return all(mallopt(param, value) == 1 for param, value in (
+        (M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), (M_TRIM_THRESHOLD, TRIM_NEVER),
+        (M_TOP_PAD, TOP_PAD)))
