@@ -22,8 +22,9 @@ TRIM_NEVER = 2**31 - 1            # a freed top this large is kept (mallopt take
 
 
 def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed memory for reuse; True if it took the settings,
-    False where there is no glibc (macOS, musl, Windows: nothing changes)."""
+    """Ask glibc's malloc to keep freed memory for reuse; True if it took every setting,
+    False where there is no glibc (macOS, musl, Windows: nothing changes). An allocator
+    preloaded in glibc's place (jemalloc, tcmalloc via LD_PRELOAD) ignores it."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -33,6 +34,7 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # a fixed mmap threshold also stops glibc from moving it (and the trim threshold) itself
-    return all(mallopt(param, value) == 1 for param, value in (
+    taken = [mallopt(param, value) == 1 for param, value in (
         (M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), (M_TRIM_THRESHOLD, TRIM_NEVER),
-        (M_TOP_PAD, TOP_PAD)))
+        (M_TOP_PAD, TOP_PAD))]
+    return all(taken)

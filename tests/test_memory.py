@@ -2,6 +2,8 @@
 
 Run in fresh processes: the allocator setting is process-wide and would leak into other tests.
 """
+import ctypes
+import platform
 import subprocess
 import sys
 
@@ -30,14 +32,21 @@ def _second_round_faults(mode: str) -> int:
     return int(out.split()[-1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+GLIBC = platform.libc_ver()[0] == "glibc"
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's mallopt: glibc only")
 def test_freed_memory_is_reused_instead_of_faulted_in_again():
-    kept, default = _second_round_faults("keep"), _second_round_faults("default")
-    # 190 MB of fresh 4 KB pages is ~48,000 faults (24,620 measured here; fewer where the
-    # kernel backs them with huge pages); reused pages need none
-    assert kept < 1000 and kept <= default, (kept, default)
+    default = _second_round_faults("default")
+    if default < 1000:
+        pytest.skip(f"only {default} faults without it here (huge pages): nothing to show")
+    # 190 MB of fresh 4 KB pages is up to ~48,000 faults (24,620 measured here)
+    kept = _second_round_faults("keep")
+    assert kept * 10 < default, (kept, default)
 
 
-@pytest.mark.skipif(sys.platform.startswith("linux"), reason="off Linux only")
-def test_elsewhere_it_changes_nothing_and_says_so():
+def test_without_glibc_it_changes_nothing_and_says_so(monkeypatch):
+    def no_libc(name):
+        raise OSError(f"{name}: cannot open shared object file")
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
     assert keep_freed_memory() is False

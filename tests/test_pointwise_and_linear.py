@@ -45,8 +45,12 @@ def test_gelu_is_finite_and_exact_at_huge_magnitudes(lib, dtype):
 @given(x=float_arrays(shapes(max_dims=3), np.float64, magnitudes=(1.0, 3.0),
                       kinds=WELL_CONDITIONED), seed=st.integers(0, 99))
 def test_gelu_gradient_matches_finite_differences(lib, x, seed):
+    # In the tail (x ~ -4.5) the reference's 1 + tanh(u) cancels: the loss carries ~1e-16
+    # absolute noise, which h = 1e-6 turns into ~1e-10 of finite-difference noise, the size of
+    # the tolerance there (seen failing once at x = -4.4787). h = 1e-4: ~5e-13 from the noise
+    # and truncation together, measured on that input.
     with use_impl("reference"):
-        check_gradients(F.gelu_forward, F.gelu_backward, [put(lib, x)], seed=seed)
+        check_gradients(F.gelu_forward, F.gelu_backward, [put(lib, x)], seed=seed, h=1e-4)
 
 
 # linear ------------------------------------------------------------------------------------

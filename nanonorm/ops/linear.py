@@ -1,6 +1,7 @@
 """y = x @ weight + bias, weight in GPT-2's (in_features, out_features) layout."""
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from ..backend import Array, array_namespace
@@ -16,7 +17,8 @@ def linear_forward(x: Array, weight: Array, bias: Array | None = None):
     xp = array_namespace(x, weight)
     n_in, n_out = weight.shape
     # one (N, in) @ (in, out) product, not one per leading index: BLAS packs the weight once
-    y = xp.reshape(xp.reshape(x, (-1, n_in)) @ weight, (*x.shape[:-1], n_out))  # (..., out)
+    n = math.prod(x.shape[:-1])
+    y = xp.reshape(xp.reshape(x, (n, n_in)) @ weight, (*x.shape[:-1], n_out))   # (..., out)
     if bias is not None:
         y += bias                                                   # y is ours: in place
     return y, LinearCache(x, weight, bias is not None)
@@ -26,8 +28,9 @@ def linear_backward(dy: Array, cache: LinearCache):
     xp = array_namespace(dy)
     x, w = cache.x, cache.weight
     n_in, n_out = w.shape
-    dy2 = xp.reshape(dy, (-1, n_out))                               # (N, out)
-    x2 = xp.reshape(x, (-1, n_in))                                  # (N, in)
+    n = math.prod(x.shape[:-1])
+    dy2 = xp.reshape(dy, (n, n_out))                                # (N, out)
+    x2 = xp.reshape(x, (n, n_in))                                   # (N, in)
     dx = xp.reshape(dy2 @ xp.matrix_transpose(w), x.shape)          # (..., in)
     if _transposed_view(w):
         # a transposed weight (GPT-2's tied unembedding, wteᵀ): dw in the same layout, so
