@@ -22,13 +22,12 @@ from nanonorm import dispatch
 from nanonorm.backend import backend_name, to_numpy
 from nanonorm.dispatch import implementation_for, kernels
 from nanonorm.ops.registry import KERNELS as R
-from nanonorm.testing import assert_close_budget
+from nanonorm.testing import WIDER, assert_close_budget, cast_floats
 
 MODE = os.environ.get("NANONORM_E2E_LIB", "cupy")
 LIB = "cupy" if MODE == "cupy" else "numpy"        # the array library under test
 DEVICE = "cuda" if MODE == "cupy" else "cpu"
 FAST = "numba" if MODE == "numpy" else "cuda"      # the implementation dispatch should pick
-WIDER = {np.dtype(np.float32): np.float64, np.dtype(np.float64): np.longdouble}
 
 
 def _has_cupy() -> bool:
@@ -72,11 +71,6 @@ def _results(result):
     return list(result) if isinstance(result, tuple) else [result]
 
 
-def _cast(args, dt):
-    return [a.astype(dt) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
-            for a in args]
-
-
 def _cases(rng):
     """op -> (host args, forward kwargs, dy): GPT-2-like widths, odd sizes on purpose."""
     n = lambda *s: rng.standard_normal(s)
@@ -102,7 +96,7 @@ def test_functional_op_on_device(xp, op, dtype):
     args, kw, dy = _cases(np.random.default_rng(0))[op]
     fwd, bwd = f"{op}_forward", f"{op}_backward"
     dt = np.dtype(dtype)
-    a, a_wide = _cast(args, dt), _cast(args, WIDER[dt])
+    a, a_wide = cast_floats(args, dt), cast_floats(args, WIDER[dt])
     dev = [xp.asarray(x) if isinstance(x, np.ndarray) else x for x in a]
     expected_impl = FAST if fwd in kernels(FAST) else "reference"
     assert implementation_for(fwd, dev[0]) == expected_impl

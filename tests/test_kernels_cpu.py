@@ -5,6 +5,8 @@ wider dtype (float32 -> float64, float64 -> long double) as the exact answer, th
 every pairing of a kernel or reference forward with a kernel or reference backward: any
 forward must pair with any backward, since they share the cache type.
 """
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -14,60 +16,15 @@ import nanonorm.functional as F
 from nanonorm.dispatch import implementation_for
 from nanonorm.kernels.cpu import KERNELS as K
 from nanonorm.ops.registry import KERNELS as R
-from nanonorm.testing import assert_close_budget
+from nanonorm.testing import WIDER, assert_close_budget, check_kernel_pairings, result_arrays
 from nanonorm.testing.strategies import dtypes, float_arrays, shapes
 
-WIDER = {np.dtype(np.float32): np.float64, np.dtype(np.float64): np.longdouble}
-
-
-def _arrays(result):
-    """The arrays in an op's result (out of (out, cache), or a tuple of grads)."""
-    if isinstance(result, tuple) and len(result) == 2 and hasattr(result[1], "_fields"):
-        result = result[0]
-    items = result if isinstance(result, tuple) else (result,)
-    return [np.asarray(a) for a in items if a is not None]
-
-
-def _cast(args, dt):
-    return tuple(a.astype(dt) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
-                 for a in args)
-
-
-def check_pairings(fwd, bwd, args, dy, dtype, fwd_kw=None, name="", bwd_cond=1.0,
-                   out_scale=None, grad_scale=None):
-    """Budget-check kernel fwd, and bwd for (K,K), (K,R), (R,K) pairings; return K,K results.
-
-    out_scale / grad_scale: the magnitude the forward / backward round at, where it exceeds
-    the result's own (see assert_close_budget)."""
-    fwd_kw = fwd_kw or {}
-    dtype = np.dtype(dtype)
-    wide = WIDER[dtype]
-    a, a_wide = _cast(args, dtype), _cast(args, wide)
-    dy, dy_wide = dy.astype(dtype), dy.astype(wide)
-    exact_out, exact_cache = R[fwd](*a_wide, **fwd_kw)
-    exact_grads = _arrays(R[bwd](dy_wide, exact_cache))
-    ref_out, ref_cache = R[fwd](*a, **fwd_kw)
-    ref_grads = _arrays(R[bwd](dy, ref_cache))
-    k_out, k_cache = K[fwd](*a, **fwd_kw)
-    assert type(k_cache) is type(ref_cache)
-    assert np.asarray(k_out).dtype == np.asarray(ref_out).dtype
-    assert_close_budget(k_out, ref_out, exact_out, scale=out_scale, name=f"{name} forward")
-    results = {}
-    for fi, bi in (("K", "K"), ("K", "R"), ("R", "K")):
-        cache = k_cache if fi == "K" else ref_cache
-        grads = _arrays((K if bi == "K" else R)[bwd](dy, cache))
-        assert len(grads) == len(ref_grads)
-        for i, (g, r, e) in enumerate(zip(grads, ref_grads, exact_grads)):
-            assert g.dtype == r.dtype and g.shape == r.shape
-            cond = bwd_cond if fi == "K" else 1.0          # a kernel-made cache
-            assert_close_budget(g, r, e, factor=4.0 * cond, ulps=8.0 * cond, scale=grad_scale,
-                                name=f"{name} grad {i} ({fi} fwd, {bi} bwd)")
-        results[fi + bi] = grads
-    return k_out, results["KK"]
+# the Numba table against the reference; its positional arguments follow the kernel table's
+check_pairings = functools.partial(check_kernel_pairings, K)
 
 
 def assert_deterministic(fn):
-    first, second = _arrays(fn()), _arrays(fn())
+    first, second = result_arrays(fn()), result_arrays(fn())
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
 

@@ -9,6 +9,7 @@ Every case runs the reference in the kernel's dtype (its own error sets the budg
 wider dtype (float32 -> float64, float64 -> long double) as the exact answer, and pairs every
 kernel/reference forward with every kernel/reference backward (they share the cache type).
 """
+import functools
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from nanonorm.ops.registry import KERNELS as R
-from nanonorm.testing import assert_close_budget
+from nanonorm.testing import WIDER, assert_close_budget, check_kernel_pairings
 from nanonorm.testing.strategies import dtypes, float_arrays
 
 numba_cuda = pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
@@ -29,49 +30,12 @@ if not numba_cuda.config.ENABLE_CUDASIM:
 from nanonorm.kernels.cuda import KERNELS as K  # noqa: E402  (after the simulator check)
 from nanonorm.kernels.cuda._common import SIM_THREADS  # noqa: E402
 
-WIDER = {np.dtype(np.float32): np.float64, np.dtype(np.float64): np.longdouble}
 FEW = settings(max_examples=4)        # the simulator runs ~1 ms per thread per launch
 WIDTHS = st.integers(1, 40)           # 1, odd, and past one block of SIM_THREADS (32)
 
 
-def _arrays(result):
-    """The arrays in an op's result (out of (out, cache), or a tuple of grads)."""
-    if isinstance(result, tuple) and len(result) == 2 and hasattr(result[1], "_fields"):
-        result = result[0]
-    items = result if isinstance(result, tuple) else (result,)
-    return [np.asarray(a) for a in items if a is not None]
-
-
-def _cast(args, dt):
-    return tuple(a.astype(dt) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
-                 for a in args)
-
-
-def check_pairings(fwd, bwd, args, dy, dtype, fwd_kw=None, name=""):
-    """Budget-check the kernel forward, and backward for the (K,K), (K,R), (R,K) pairings."""
-    fwd_kw = fwd_kw or {}
-    dtype = np.dtype(dtype)
-    a, a_wide = _cast(args, dtype), _cast(args, WIDER[dtype])
-    dy, dy_wide = dy.astype(dtype), dy.astype(WIDER[dtype])
-    exact_out, exact_cache = R[fwd](*a_wide, **fwd_kw)
-    exact_grads = _arrays(R[bwd](dy_wide, exact_cache))
-    ref_out, ref_cache = R[fwd](*a, **fwd_kw)
-    ref_grads = _arrays(R[bwd](dy, ref_cache))
-    k_out, k_cache = K[fwd](*a, **fwd_kw)
-    assert type(k_cache) is type(ref_cache)
-    assert np.asarray(k_out).dtype == np.asarray(ref_out).dtype
-    assert np.shape(k_out) == np.shape(ref_out)
-    assert_close_budget(k_out, ref_out, exact_out, name=f"{name} forward")
-    results = {}
-    for fi, bi in (("K", "K"), ("K", "R"), ("R", "K")):
-        cache = k_cache if fi == "K" else ref_cache
-        grads = _arrays((K if bi == "K" else R)[bwd](dy, cache))
-        assert len(grads) == len(ref_grads)
-        for i, (g, r, e) in enumerate(zip(grads, ref_grads, exact_grads)):
-            assert g.dtype == r.dtype and g.shape == r.shape
-            assert_close_budget(g, r, e, name=f"{name} grad {i} ({fi} fwd, {bi} bwd)")
-        results[fi + bi] = grads
-    return k_out, results["KK"]
+# the CUDA table against the reference (the budget's defaults: no kernel-made cache keeps less)
+check_pairings = functools.partial(check_kernel_pairings, K)
 
 
 def test_registry_matches_reference_signatures():

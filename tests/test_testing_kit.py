@@ -45,3 +45,17 @@ def test_budget_passes_the_reference_and_catches_a_sloppier_kernel():
 def test_constant_rows_strategy_draws_constant_rows_of_the_dtype(x):
     assert x.dtype == np.float32 and x.ndim >= 2
     np.testing.assert_array_equal(x, np.broadcast_to(x[..., :1], x.shape))
+
+
+def test_check_kernel_pairings_passes_the_reference_and_catches_a_wrong_backward():
+    from nanonorm.ops.registry import KERNELS as reference
+    from nanonorm.testing import check_kernel_pairings
+    x = np.random.default_rng(0).standard_normal((5, 7))
+    dy = np.ones_like(x)
+    out, (dx,) = check_kernel_pairings(reference, "gelu_forward", "gelu_backward", (x,), dy,
+                                       np.float32, name="gelu")
+    assert out.dtype == dx.dtype == np.float32
+    wrong = dict(reference, gelu_backward=lambda d, c: reference["gelu_backward"](d, c) * 1.01)
+    with pytest.raises(AssertionError, match="gelu grad 0"):
+        check_kernel_pairings(wrong, "gelu_forward", "gelu_backward", (x,), dy, np.float32,
+                              name="gelu")

@@ -4,10 +4,14 @@
   finite differences in float64, along one random direction per input.
 - `assert_close_budget(actual, approx, exact)`: an implementation's error against a float64
   result may be at most a small multiple of the reference's own error in the same dtype.
+- `check_kernel_pairings(kernels, fwd, bwd, args, dy, dtype)`: a kernel table's forward and
+  its three forward/backward pairings with the reference, under that budget.
 - `nanonorm.testing.strategies`: Hypothesis strategies for shapes and bounded float arrays
   (needs the `test` extra).
 """
 from .budget import assert_close_budget, max_abs_error
 from .gradcheck import check_gradients
+from .pairing import WIDER, cast_floats, check_kernel_pairings, result_arrays
 
-__all__ = ["assert_close_budget", "check_gradients", "max_abs_error"]
+__all__ = ["WIDER", "assert_close_budget", "cast_floats", "check_gradients",
+           "check_kernel_pairings", "max_abs_error", "result_arrays"]
