@@ -12,14 +12,14 @@ import math
 
 from numba import cuda
 
+from ...ops.adamw import fused_step_scalars
 from ._common import THREADS, array_module, grid_1d, stream_for, threads_for
 
 
 @cuda.jit
 def _step(p, g, m, v, decay, beta1, one_m_beta1, beta2, one_m_beta2, step_size, inv_bc2_sqrt,
           eps):
-    # p, g, m, v: (P,) flat, same dtype; the scalars arrive as float64 and are cast once
-    # (1 - β is formed in float64 first: 1 - float32(0.999) would be off by 1e-5 relative)
+    # p, g, m, v: (P,) flat, same dtype; fused_step_scalars' float64 scalars, cast once
     dt = p.dtype.type
     c_decay, b1, omb1, b2, omb2 = dt(decay), dt(beta1), dt(one_m_beta1), dt(beta2), dt(one_m_beta2)
     lr_t, ibc2, e = dt(step_size), dt(inv_bc2_sqrt), dt(eps)
@@ -41,17 +41,14 @@ def _flat(mod, a):
 def adamw_step(param, grad, m, v, *, lr, beta1, beta2, eps, weight_decay, step) -> None:
     """Update param, m and v in place; `step` counts from 1 (this update's number)."""
     mod = array_module(param)
-    decay = 1.0 - lr * weight_decay if weight_decay != 0.0 else 1.0
-    step_size = lr / (1.0 - beta1 ** step)
-    inv_bc2_sqrt = 1.0 / math.sqrt(1.0 - beta2 ** step)
+    scalars = fused_step_scalars(lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                 weight_decay=weight_decay, step=step)
     work = [_flat(mod, a) for a in (param, m, v)]
     g = mod.ascontiguousarray(grad, dtype=param.dtype).reshape(-1)
     threads = threads_for(THREADS)
     if g.size:
         _step[grid_1d(g.size, threads), threads, stream_for(g)](
-            work[0][0], g, work[1][0], work[2][0], float(decay), float(beta1),
-            float(1.0 - beta1), float(beta2), float(1.0 - beta2), float(step_size),
-            float(inv_bc2_sqrt), float(eps))
+            work[0][0], g, work[1][0], work[2][0], *(float(x) for x in scalars))
     for (flat, copied), a in zip(work, (param, m, v)):
         if copied:                                     # non-contiguous input: write back
             a[...] = flat.reshape(a.shape)

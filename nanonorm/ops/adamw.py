@@ -26,3 +26,13 @@ def adamw_step(param: Array, grad: Array, m: Array, v: Array, *, lr: float, beta
     step_size = lr / (1.0 - beta1 ** step)
     denom = xp.sqrt(v) / math.sqrt(1.0 - beta2 ** step) + eps
     param -= step_size * (m / denom)
+
+
+def fused_step_scalars(*, lr: float, beta1: float, beta2: float, eps: float,
+                       weight_decay: float, step: int) -> tuple[float, ...]:
+    """The per-step scalars of a fused kernel, in float64 and in this order: decay, β1, 1 − β1,
+    β2, 1 − β2, step size lr/(1 − β1ᵗ), 1/sqrt(1 − β2ᵗ), eps. (1 − β is formed here, before
+    any cast: 1 − float32(0.999) would be off by 1e-5 relative.)"""
+    decay = 1.0 - lr * weight_decay if weight_decay != 0.0 else 1.0
+    return (decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, lr / (1.0 - beta1 ** step),
+            1.0 / math.sqrt(1.0 - beta2 ** step), eps)
