@@ -127,6 +127,13 @@ def _heads(a, dt):
     return np.ascontiguousarray(a, dtype=dt).reshape((-1,) + a.shape[-2:])
 
 
+def _blocks(bh, hg, t):
+    """(h0, h1, q0, q1): groups of hg of the bh heads × blocks of BR of the t queries."""
+    for h0 in range(0, bh, hg):
+        for q0 in range(0, t, BR):
+            yield h0, min(bh, h0 + hg), q0, min(t, q0 + BR)
+
+
 def _kend(q1, t, s, causal):
     """Keys visible to any query of a block ending at q1 (exclusive)."""
     return s if not causal else min(s, max(0, q1 + s - t))
@@ -147,29 +154,25 @@ def scaled_dot_product_attention_forward(q, k, v, *, causal=False, scale=None):
     pv = np.empty(hg * BR * dv, dt)                                  # P·V of one tile
     m = np.empty((hg, BR), dt)
     l = np.empty((hg, BR), np.float64)
-    for h0 in range(0, bh, hg):
-        h1 = min(bh, h0 + hg)
-        g = h1 - h0
-        for q0 in range(0, t, BR):
-            q1 = min(t, q0 + BR)
-            br = q1 - q0
-            mb, lb = m[:g, :br], l[:g, :br]
-            mb.fill(-np.inf)
-            lb.fill(0.0)
-            acc = out[h0:h1, q0:q1]                                  # (g, br, dv) view
-            kend = _kend(q1, t, s_len, causal)
-            for k0 in range(0, kend, bc):
-                k1 = min(kend, k0 + bc)
-                st = _tile(sbuf, g, br, k1 - k0)
-                np.matmul(q3[h0:h1, q0:q1], k3[h0:h1, k0:k1].transpose(0, 2, 1), out=st)
-                _online_tile(st, dt.type(scale), causal, q0 + s_len - t, k0, mb, lb, acc)
-                if k0 == 0:                                          # acc is all zeros
-                    np.matmul(st, v3[h0:h1, k0:k1], out=acc)
-                else:
-                    tile_pv = _tile(pv, g, br, dv)
-                    np.matmul(st, v3[h0:h1, k0:k1], out=tile_pv)
-                    acc += tile_pv
-            _finish(acc, mb, lb, lse[h0:h1, q0:q1])
+    for h0, h1, q0, q1 in _blocks(bh, hg, t):
+        g, br = h1 - h0, q1 - q0
+        mb, lb = m[:g, :br], l[:g, :br]
+        mb.fill(-np.inf)
+        lb.fill(0.0)
+        acc = out[h0:h1, q0:q1]                                      # (g, br, dv) view
+        kend = _kend(q1, t, s_len, causal)
+        for k0 in range(0, kend, bc):
+            k1 = min(kend, k0 + bc)
+            st = _tile(sbuf, g, br, k1 - k0)
+            np.matmul(q3[h0:h1, q0:q1], k3[h0:h1, k0:k1].transpose(0, 2, 1), out=st)
+            _online_tile(st, dt.type(scale), causal, q0 + s_len - t, k0, mb, lb, acc)
+            if k0 == 0:                                              # acc is all zeros
+                np.matmul(st, v3[h0:h1, k0:k1], out=acc)
+            else:
+                tile_pv = _tile(pv, g, br, dv)
+                np.matmul(st, v3[h0:h1, k0:k1], out=tile_pv)
+                acc += tile_pv
+        _finish(acc, mb, lb, lse[h0:h1, q0:q1])
     stats = AttentionStats(lse.reshape(lead + (t, 1)), bool(causal))
     return (out.reshape(lead + (t, dv)),
             AttentionCache(q3.reshape(lead + (t, d)), k3.reshape(lead + (s_len, d)),
@@ -194,28 +197,24 @@ def scaled_dot_product_attention_backward(dy, cache: AttentionCache):
     sbuf = np.empty(hg * BR * s_len, dt)                             # scores -> P
     dpbuf = np.empty(hg * BR * s_len, dt)                            # dP -> dS·scale
     kbuf = np.empty(hg * s_len * max(d, dv), dt)                     # one block's dK or dV part
-    for h0 in range(0, bh, hg):
-        h1 = min(bh, h0 + hg)
-        g = h1 - h0
-        for q0 in range(0, t, BR):
-            q1 = min(t, q0 + BR)
-            br = q1 - q0
-            kend = _kend(q1, t, s_len, causal)
-            if kend == 0:
-                dq[h0:h1, q0:q1] = 0.0
-                continue
-            qb, dob = q3[h0:h1, q0:q1], do3[h0:h1, q0:q1]
-            kb, vb = k3[h0:h1, :kend], v3[h0:h1, :kend]
-            sb, dpb = _tile(sbuf, g, br, kend), _tile(dpbuf, g, br, kend)
-            np.matmul(qb, kb.transpose(0, 2, 1), out=sb)
-            np.matmul(dob, vb.transpose(0, 2, 1), out=dpb)
-            _softmax_grad(sb, dpb, lse3[h0:h1, q0:q1], dt.type(scale), causal, q0 + s_len - t)
-            part = _tile(kbuf, g, kend, dv)
-            np.matmul(sb.transpose(0, 2, 1), dob, out=part)
-            dvv[h0:h1, :kend] += part
-            np.matmul(dpb, kb, out=dq[h0:h1, q0:q1])
-            part = _tile(kbuf, g, kend, d)
-            np.matmul(dpb.transpose(0, 2, 1), qb, out=part)
-            dk[h0:h1, :kend] += part
+    for h0, h1, q0, q1 in _blocks(bh, hg, t):
+        g, br = h1 - h0, q1 - q0
+        kend = _kend(q1, t, s_len, causal)
+        if kend == 0:
+            dq[h0:h1, q0:q1] = 0.0
+            continue
+        qb, dob = q3[h0:h1, q0:q1], do3[h0:h1, q0:q1]
+        kb, vb = k3[h0:h1, :kend], v3[h0:h1, :kend]
+        sb, dpb = _tile(sbuf, g, br, kend), _tile(dpbuf, g, br, kend)
+        np.matmul(qb, kb.transpose(0, 2, 1), out=sb)
+        np.matmul(dob, vb.transpose(0, 2, 1), out=dpb)
+        _softmax_grad(sb, dpb, lse3[h0:h1, q0:q1], dt.type(scale), causal, q0 + s_len - t)
+        part = _tile(kbuf, g, kend, dv)
+        np.matmul(sb.transpose(0, 2, 1), dob, out=part)
+        dvv[h0:h1, :kend] += part
+        np.matmul(dpb, kb, out=dq[h0:h1, q0:q1])
+        part = _tile(kbuf, g, kend, d)
+        np.matmul(dpb.transpose(0, 2, 1), qb, out=part)
+        dk[h0:h1, :kend] += part
     return (dq.reshape(lead + (t, d)), dk.reshape(lead + (s_len, d)),
             dvv.reshape(lead + (s_len, dv)))
