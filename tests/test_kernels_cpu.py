@@ -16,7 +16,8 @@ import nanonorm.functional as F
 from nanonorm.dispatch import implementation_for
 from nanonorm.kernels.cpu import KERNELS as K
 from nanonorm.ops.registry import KERNELS as R
-from nanonorm.testing import WIDER, assert_close_budget, check_kernel_pairings, result_arrays
+from nanonorm.testing import (assert_close_budget, check_adamw_kernel, check_kernel_pairings,
+                              result_arrays)
 from nanonorm.testing.strategies import dtypes, float_arrays, shapes
 
 # the Numba table against the reference; its positional arguments follow the kernel table's
@@ -187,23 +188,10 @@ def test_cross_entropy(case, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_adamw(dtype, weight_decay):
-    rng = np.random.default_rng(5)
     shape = (37, 1031)                                  # not a multiple of the block
-    p0 = rng.standard_normal(shape)
-    grads = [rng.standard_normal(shape) * s for s in (1.0, 1e-3, 10.0)]
-    hyper = dict(lr=3e-3, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=weight_decay)
-
-    def run(impl, dt):
-        p, m, v = p0.astype(dt), np.zeros(shape, dt), np.zeros(shape, dt)
-        for step, g in enumerate(grads, start=1):
-            impl["adamw_step"](p, g.astype(dt), m, v, step=step, **hyper)
-        return p, m, v
-
-    exact = run(R, WIDER[np.dtype(dtype)])
-    for a, r, e, name in zip(run(K, dtype), run(R, dtype), exact, "pmv"):
-        assert a.dtype == dtype
-        assert_close_budget(a, r, e, name=f"adamw {name}")
-    assert_deterministic(lambda: run(K, dtype))
+    check_adamw_kernel(K, shape, dtype, weight_decay=weight_decay, seed=5)
+    assert_deterministic(lambda: check_adamw_kernel(K, shape, dtype,
+                                                    weight_decay=weight_decay, seed=5))
 
 
 def test_adamw_non_contiguous_param():

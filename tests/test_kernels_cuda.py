@@ -19,7 +19,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from nanonorm.ops.registry import KERNELS as R
-from nanonorm.testing import WIDER, assert_close_budget, check_kernel_pairings
+from nanonorm.testing import (WIDER, assert_close_budget, check_adamw_kernel,
+                              check_kernel_pairings)
 from nanonorm.testing.strategies import dtypes, float_arrays
 
 numba_cuda = pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
@@ -211,22 +212,8 @@ def test_cross_entropy_large_logits_and_masked_classes():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_adamw(dtype, weight_decay):
-    rng = np.random.default_rng(7)
-    shape = (3, 37)                                    # more than one block of SIM_THREADS
-    p0 = rng.standard_normal(shape)
-    grads = [rng.standard_normal(shape) * s for s in (1.0, 1e-3, 10.0)]
-    hyper = dict(lr=3e-3, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=weight_decay)
-
-    def run(impl, dt):
-        p, m, v = p0.astype(dt), np.zeros(shape, dt), np.zeros(shape, dt)
-        for step, g in enumerate(grads, start=1):
-            assert impl["adamw_step"](p, g.astype(dt), m, v, step=step, **hyper) is None
-        return p, m, v
-
-    exact = run(R, WIDER[np.dtype(dtype)])
-    for a, r, e, name in zip(run(K, dtype), run(R, dtype), exact, "pmv"):
-        assert a.dtype == dtype
-        assert_close_budget(a, r, e, name=f"adamw {name}")
+    shape = (3, 37)                                     # more than one block of SIM_THREADS
+    check_adamw_kernel(K, shape, dtype, weight_decay=weight_decay, seed=7)
 
 
 def test_adamw_non_contiguous_param():

@@ -37,8 +37,9 @@ def _i32_as_f32(typingctx, i):
 _LOG2E = np.float32(1.4426950408889634)
 _LN2_HI = np.float32(0.693359375)          # ln 2 split so n·LN2_HI is exact
 _LN2_LO = np.float32(-2.12194440e-4)
-_P0, _P1, _P2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3)
-_P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
+_P0, _P1, _P2, _P3, _P4, _P5 = (np.float32(c) for c in (    # Cephes expf's polynomial
+    1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+    5.0000001201e-1))
 _XMAX = np.float32(88.72283)               # above: exp overflows float32
 _XMIN = np.float32(-87.33654)              # below: result would be subnormal -> 0
 _ONE, _HALF, _ZERO, _INF = np.float32(1.0), np.float32(0.5), np.float32(0.0), np.float32(np.inf)
@@ -71,8 +72,10 @@ def row_max(row, n, start):
     m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = start
     j = 0
     while j + 8 <= n:
-        m0, m1, m2, m3 = max(m0, row[j]), max(m1, row[j + 1]), max(m2, row[j + 2]), max(m3, row[j + 3])
-        m4, m5, m6, m7 = max(m4, row[j + 4]), max(m5, row[j + 5]), max(m6, row[j + 6]), max(m7, row[j + 7])
+        m0, m1 = max(m0, row[j]), max(m1, row[j + 1])
+        m2, m3 = max(m2, row[j + 2]), max(m3, row[j + 3])
+        m4, m5 = max(m4, row[j + 4]), max(m5, row[j + 5])
+        m6, m7 = max(m6, row[j + 6]), max(m7, row[j + 7])
         j += 8
     m = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
     while j < n:

@@ -10,7 +10,8 @@ Forward: for a group of HG heads and a block of BR queries, key tiles of BC run 
   S = Q Kᵀ (BLAS) -> Numba: scale, mask, online-softmax update of (m, l), P = exp(S - m) in
   place, rescale the accumulator -> acc += P V (BLAS); finally O = acc / l, lse = m + log l.
 The tile (HG, BR, BC) stays in L2/L3; with S <= BC a query block has one tile, so the
-online rescaling never runs and P V goes straight into the output. Backward, per query block over all its visible keys:
+online rescaling never runs and P V goes straight into the output.
+Backward, per query block over all its visible keys:
   S = Q Kᵀ, dP = dO Vᵀ (BLAS) -> Numba: P = exp(S·scale - lse), D = Σ P∘dP,
   dS = P∘(dP - D)·scale -> dV += Pᵀ dO, dQ = dS K, dK += dSᵀ Q (BLAS).
 FLOPs (non-causal): fwd 4·BH·T·S·d, bwd 10·BH·T·S·d (+ recompute); causal about half.

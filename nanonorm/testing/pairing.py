@@ -67,3 +67,27 @@ def check_kernel_pairings(kernels: dict, fwd: str, bwd: str, args, dy, dtype, *,
                                 name=f"{name} grad {i} ({fi} fwd, {bi} bwd)")
         results[fi + bi] = grads
     return k_out, results["KK"]
+
+
+def check_adamw_kernel(kernels: dict, shape, dtype, *, weight_decay: float = 0.1, seed: int = 0):
+    """Three in-place `adamw_step`s of kernels against the reference (gradients of scale 1,
+    1e-3 and 10) under the budget, for p, m and v; returns the kernel's (p, m, v)."""
+    from ..ops.registry import KERNELS as reference
+
+    dtype = np.dtype(dtype)
+    rng = np.random.default_rng(seed)
+    p0 = rng.standard_normal(shape)
+    grads = [rng.standard_normal(shape) * s for s in (1.0, 1e-3, 10.0)]
+    hyper = dict(lr=3e-3, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=weight_decay)
+
+    def run(table, dt):
+        p, m, v = p0.astype(dt), np.zeros(shape, dt), np.zeros(shape, dt)
+        for step, g in enumerate(grads, start=1):
+            assert table["adamw_step"](p, g.astype(dt), m, v, step=step, **hyper) is None
+        return p, m, v
+
+    exact, ref, got = run(reference, WIDER[dtype]), run(reference, dtype), run(kernels, dtype)
+    for a, r, e, name in zip(got, ref, exact, "pmv"):
+        assert a.dtype == dtype
+        assert_close_budget(a, r, e, name=f"adamw {name}")
+    return got
