@@ -340,8 +340,7 @@ def _validate(out, ref):
 
 # the grid ------------------------------------------------------------------------------------
 
-def run_grid(*, quick=False, only=None, repeats=None, providers=None, progress=True,
-             study=False):
+def run_grid(*, quick=False, only=None, repeats=None, providers=None, progress=True):
     from tqdm import tqdm
 
     have_torch = _torch() is not None
@@ -400,16 +399,14 @@ def run_grid(*, quick=False, only=None, repeats=None, providers=None, progress=T
     for r in rows:
         t = by.get((r["case"], "torch"))
         r["ratio_to_torch"] = r["ms"] / t["ms"] if t else None
-    # the GPU providers (cuda, torch-cuda: ratios against torch on the same GPU) and the
-    # study's CPU-vs-GPU table, when asked for
+    # the GPU providers (cuda, torch-cuda: ratios against torch on the same GPU)
     from . import gpu
     gpu_reason = gpu.available()
     if gpu_reason is None and (providers is None or "cuda" in providers):
         rows += gpu.cuda_rows(cases, quick=quick, repeats=repeats)
     from nanonorm.commands.info import environment
     return {"environment": environment(), "machine": rates, "quick": quick, "rows": rows,
-            "gpu": gpu_reason or "present",
-            "study": gpu.study_table(quick=quick) if study else None}
+            "gpu": gpu_reason or "present", "study": None}
 
 
 def render_table(result) -> str:
@@ -450,7 +447,8 @@ def add_arguments(parser):
                              "with CuPy and a GPU)")
     parser.add_argument("--study", action="store_true",
                         help="also the source study's table: GPT-2 small construction, forward "
-                             "at B=8, T=1024 (5 repeats), 5 training steps, per device")
+                             "at B=8, T=1024 (5 repeats), 5 training steps, per device; each "
+                             "provider in a fresh process, with its peak memory")
     parser.add_argument("--json", type=Path, default=Path("bench_results.json"))
     parser.add_argument("--plot", type=Path, default=Path("bench_results.png"))
     parser.add_argument("--no-progress", action="store_true")
@@ -465,26 +463,28 @@ def run_from_args(args) -> int:
     # `nanonorm train` uses (freed pages kept for reuse; see nanonorm.memory)
     kept = False if args.default_allocator else keep_freed_memory()
     result = run_grid(quick=args.quick, only=args.only, repeats=args.repeats,
-                      providers=args.providers, progress=not args.no_progress,
-                      study=args.study)
+                      providers=args.providers, progress=not args.no_progress)
     result["keep_freed_memory"] = kept
     args.json.write_text(json.dumps(result, indent=2, default=str))
     if args.plot:
         plot(result, args.plot)
-    m = result["machine"]
+    m, env = result["machine"], result["environment"]
     print(f"machine: fused triad {m['triad_GBps']:.1f} GB/s, sgemm {m['sgemm_GFLOPps']:.1f} "
-          f"GFLOP/s; {result['environment']['cpu']} x{result['environment']['cpu_count']}; "
-          f"freed memory kept for reuse: {kept}")
-    print(render_table(result))
+          f"GFLOP/s; {env['cpu']} ({env['cpu_simd']}) x{env['cpu_count']}; NumPy BLAS "
+          f"{env['blas']}; freed memory kept for reuse: {kept}")
+    print(render_table(result), flush=True)
     if result["gpu"] != "present":
         print(f"GPU rows skipped: {result['gpu']}")
-    if result["study"] is not None:
-        from .gpu import render_study
+    if args.study:                     # after the grid is printed and saved: it takes minutes
+        from .gpu import render_study, study_table
+        result["study"] = study_table(quick=args.quick, keep_memory=kept)
+        args.json.write_text(json.dumps(result, indent=2, default=str))
         print(render_study(result["study"], args.quick))
     bad = [r for r in result["rows"] if r["validated"] is False]
     for r in bad:
         print(f"VALIDATION FAILED: {r['case']} / {r['provider']}")
-    return 1 if bad else 0
+    failed = [r for r in result["study"] or [] if "error" in r]
+    return 1 if bad or failed else 0
 
 
 def main(argv=None) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 
@@ -286,8 +287,45 @@ def _study_torch(device: str, quick: bool) -> dict:
                 train_s=steps)
 
 
-def study_table(*, quick: bool = False, providers=None) -> list[dict]:
-    """One row per provider that can run here; GPU providers are left out without a GPU."""
+def study_row(provider: str, quick: bool = False) -> dict:
+    """One row of the study's table, measured in this process."""
+    if provider.startswith("torch"):
+        return _study_torch(provider[6:], quick)
+    return _study_nanonorm(provider, quick)
+
+
+def _study_in_child(provider: str, quick: bool, keep_memory: bool) -> dict:
+    """One row in a fresh Python process: no heap, threads or imports carried over from the
+    grid or the other providers (at B=8, T=1024 the reference's training step alone peaks
+    near 20 GB), and a provider that runs out of memory costs only its own row."""
+    cmd = [sys.executable, "-m", f"{__package__}.gpu", "--study-row", provider]
+    cmd += ["--quick"] * quick + ["--keep-freed-memory"] * keep_memory
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode == 0:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    why = (f"killed by signal {-proc.returncode} (out of memory?)" if proc.returncode < 0
+           else f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
+    device = "cuda" if provider in ("cupy", "torch-cuda") else "cpu"
+    return dict(provider=provider, device=device, error=why)
+
+
+def _run_study_row(provider: str, quick: bool, keep_memory: bool) -> int:
+    """`--study-row`: print one row as JSON, with this process's peak resident memory."""
+    import resource
+    import nanonorm.kernels.cpu  # noqa: F401  (before torch: see nanonorm.kernels.cpu)
+    if keep_memory:
+        from nanonorm.memory import keep_freed_memory
+        keep_freed_memory()
+    row = study_row(provider, quick)
+    row["peak_rss_GB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB
+    print(json.dumps(row))
+    return 0
+
+
+def study_table(*, quick: bool = False, providers=None, keep_memory: bool = True) -> list[dict]:
+    """One row per provider that can run here, each in its own process (see _study_in_child);
+    GPU providers are left out without a GPU. keep_memory: the children call
+    `nanonorm.memory.keep_freed_memory()` first, as the grid's process does by default."""
     gpu = available() is None
     try:
         import torch  # noqa: F401
@@ -304,19 +342,23 @@ def study_table(*, quick: bool = False, providers=None) -> list[dict]:
             continue
         if p == "torch-cuda" and _torch_cuda() is None:
             continue
-        rows.append(_study_torch(p[6:], quick) if p.startswith("torch")
-                    else _study_nanonorm(p, quick))
+        rows.append(_study_in_child(p, quick, keep_memory))
     return rows
 
 
 def render_study(rows, quick: bool = False) -> str:
     s = STUDY_QUICK if quick else STUDY
     lines = [f"| provider | device | construction s | forward B={s['B']}, T={s['T']} s "
-             f"(median of {s['forward_repeats']}) | {s['train_steps']} training steps s |",
-             "| --- | --- | ---: | ---: | ---: |"]
+             f"(median of {s['forward_repeats']}) | {s['train_steps']} training steps s "
+             "| peak RSS GB |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['provider']} | {r['device']} | failed: {r['error']} | | | |")
+            continue
         lines.append(f"| {r['provider']} | {r['device']} | {r['build_s']:.3f} | "
-                     f"{r['forward_s']:.4f} | {r['train_s']:.3f} |")
+                     f"{r['forward_s']:.4f} | {r['train_s']:.3f} | "
+                     f"{r.get('peak_rss_GB', float('nan')):.1f} |")
     return "\n".join(lines)
 
 
@@ -325,7 +367,13 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     ap.add_argument("--study", action="store_true", help="also the CPU-vs-GPU study table")
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--default-allocator", action="store_true",
+                    help="leave glibc's malloc as it is in the study's processes")
+    ap.add_argument("--study-row", metavar="PROVIDER", help=argparse.SUPPRESS)  # a child's job
+    ap.add_argument("--keep-freed-memory", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.study_row:
+        return _run_study_row(args.study_row, args.quick, args.keep_freed_memory)
     reason = available()
     out = {"gpu": reason is None, "reason": reason, "rows": [], "study": []}
     if reason is not None:
@@ -335,7 +383,7 @@ def main(argv=None) -> int:
         out["rows"] = cuda_rows(CASES, quick=args.quick)
         print(render_table({"rows": out["rows"]}))
     if args.study:
-        out["study"] = study_table(quick=args.quick)
+        out["study"] = study_table(quick=args.quick, keep_memory=not args.default_allocator)
         print(render_study(out["study"], args.quick))
     if args.json:
         with open(args.json, "w") as f:

@@ -27,7 +27,9 @@ def environment() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": _cpu_name(),
+        "cpu_simd": _cpu_simd(),
         "cpu_count": os.cpu_count(),
+        "blas": _numpy_blas(),
         "gpu": _gpu_name(),
         "versions": versions,
     }
@@ -43,6 +45,28 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _cpu_simd() -> str | None:
+    """The widest x86 vector extension the CPU reports, or None: matmul-bound ratios hinge on
+    it (an AVX-512 CPU doubled NumPy's sgemm rate here, torch's stayed put)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((set(line.split(":", 1)[1].split()) for line in f
+                          if line.startswith("flags")), set())
+    except OSError:
+        return None
+    return next((ext for ext in ("avx512f", "avx2", "avx", "sse4_2") if ext in flags), None)
+
+
+def _numpy_blas() -> str | None:
+    """NumPy's BLAS library and version, as NumPy reports them."""
+    import numpy as np
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    except Exception:  # an older NumPy, or a build that does not say
+        return None
+    return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
 
 
 def _gpu_name() -> str | None:
@@ -68,7 +92,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(env, indent=2))
         return 0
-    for key in ("date", "python", "platform", "cpu", "cpu_count", "gpu"):
+    for key in ("date", "python", "platform", "cpu", "cpu_simd", "cpu_count", "blas", "gpu"):
         print(f"{key:10s} {env[key]}")
     for dist, version in env["versions"].items():
         print(f"{dist:18s} {version}")

@@ -124,7 +124,8 @@ def _header(results: dict, o: Options) -> list[tuple]:
     sec = results["seconds"]
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
     rows = [["date", env["date"]], ["python", env["python"]], ["platform", env["platform"]],
-            ["CPU", f"{env['cpu']} ({env['cpu_count']} logical cores)"],
+            ["CPU", f"{env['cpu']} ({env['cpu_count']} logical cores, {env['cpu_simd']})"],
+            ["NumPy BLAS", env["blas"] or "not reported"],
             ["GPU", env["gpu"] or "none found"], ["versions", versions]]
     cmd = "nanonorm report" + (" --quick" if o.quick else "") + (
         f" --checkpoint {o.checkpoint}" if o.checkpoint else "") + f" --seed {o.seed}"
