@@ -2,7 +2,8 @@
 
 Each provider runs once and is checked against the reference (or, where the reference would
 take minutes, against the numba result that the test suite checks against it) before it is
-timed: warm-up, then the median of repeats. Every row reports ms, GB/s (memory-bound kernels,
+timed: warm-up, then the median of repeats, the providers of a case taking turns call by call
+(fast rows repeat for about half a second). Every row reports ms, GB/s (memory-bound kernels,
 from the bytes-moved model beside each case) or GFLOP/s (matmul-bound ones), the fraction of
 this machine's copy bandwidth (a fused Numba triad) or matmul rate (a NumPy sgemm) measured in
 the same run, and the ratio to torch. Numba's compile time (first call minus median) is
@@ -340,6 +341,33 @@ def _validate(out, ref):
 
 # the grid ------------------------------------------------------------------------------------
 
+TIME_BUDGET_S = 0.5     # fast rows repeat until about this long (at most MAX_REPEATS calls)
+MAX_REPEATS = 200
+
+
+def _repeats(prov, big, quick, call_s, fixed):
+    """Timed calls for one provider of a case: a fixed count, or enough for TIME_BUDGET_S."""
+    if fixed:
+        return fixed
+    if quick:
+        return 2
+    base = 5 if big else 3 if prov == "reference" else 7
+    return max(base, min(MAX_REPEATS, int(TIME_BUDGET_S / max(call_s, 1e-9))))
+
+
+def _interleaved(fns, reps):
+    """Median seconds per provider, timed in rounds (one call of each provider per round), so
+    drift on a shared machine and the cache state one call leaves hit every provider alike."""
+    times = {p: [] for p in fns}
+    for r in range(max(reps.values())):
+        for p, fn in fns.items():
+            if r < reps[p]:
+                t0 = time.perf_counter()
+                fn()
+                times[p].append(time.perf_counter() - t0)
+    return {p: statistics.median(t) for p, t in times.items()}
+
+
 def run_grid(*, quick=False, only=None, repeats=None, providers=None, progress=True):
     from tqdm import tqdm
 
@@ -355,46 +383,51 @@ def run_grid(*, quick=False, only=None, repeats=None, providers=None, progress=T
             cases = [c for c in cases if not c.name.startswith("gpt2")]
     rates = machine_rates(n=1 << 20 if quick else 1 << 25)
     rows = []
-    tasks = [(c, p) for c in cases for p in provs]
-    bar = tqdm(tasks, disable=not progress, desc="bench", unit="row")
-    checked = {}
-    for case, prov in bar:
-        bar.set_postfix_str(f"{case.name}/{prov}")
+    bar = tqdm(cases, disable=not progress, desc="bench", unit="case")
+    for case in bar:
+        bar.set_postfix_str(case.name)
         size = case.quick if quick else case.full
         big = not quick and (case.name.startswith("gpt2") or case.name == "adamw_step")
-        if prov == "reference" and not quick and case.name.startswith("gpt2"):
-            continue                   # the reference model runs minutes per step: skipped
-        inputs = case.make(size, np.random.default_rng(0))
-        fn = _runner(case, prov, inputs, size)
-        t0 = time.perf_counter()
-        first = fn()
-        first_s = time.perf_counter() - t0
-        if big and not quick:
-            fn()                       # torch's first steps run slow (allocator, kernels' setup)
-            fn()
-        reps = repeats or (2 if quick else (5 if big else 3 if prov == "reference" else 7))
-        med, _ = _median(fn, reps)
-        # validation: against the reference's first output (numba where the reference is
-        # skipped or stateful: AdamW steps and model steps change their own state)
-        key = case.name
-        if prov in ("reference", "numba") and key not in checked:
-            checked[key] = np.asarray(first)
-        if case.name.startswith("gpt2") and prov == "torch":
-            valid = None               # different random init: not comparable elementwise
-        elif case.name == "adamw_step":
-            valid = bool(np.all(np.isfinite(np.asarray(first))))
-            if prov != "reference" and key in checked:
-                valid = valid and _validate(first, checked[key])
-        else:
-            valid = _validate(first, checked[key]) if key in checked else None
+        fns, reps, case_rows, checked = {}, {}, {}, None
+        for prov in provs:
+            if prov == "reference" and not quick and case.name.startswith("gpt2"):
+                continue               # the reference model runs minutes per step: skipped
+            inputs = case.make(size, np.random.default_rng(0))
+            fn = _runner(case, prov, inputs, size)
+            t0 = time.perf_counter()
+            first = fn()
+            first_s = time.perf_counter() - t0
+            if big:
+                fn()                   # torch's first steps run slow (allocator, kernels' setup)
+            t0 = time.perf_counter()
+            fn()                       # warm-up, timed to size the repeats
+            call_s = time.perf_counter() - t0
+            # validation: against the reference's first output (numba where the reference is
+            # skipped or stateful: AdamW steps and model steps change their own state)
+            if prov in ("reference", "numba") and checked is None:
+                checked = np.asarray(first)
+            if case.name.startswith("gpt2") and prov == "torch":
+                valid = None           # different random init: not comparable elementwise
+            elif case.name == "adamw_step":
+                valid = bool(np.all(np.isfinite(np.asarray(first))))
+                if prov != "reference" and checked is not None:
+                    valid = valid and _validate(first, checked)
+            else:
+                valid = _validate(first, checked) if checked is not None else None
+            fns[prov] = fn
+            reps[prov] = _repeats(prov, big, quick, call_s, repeats)
+            case_rows[prov] = dict(first_s=first_s, valid=valid)
+        medians = _interleaved(fns, reps)
         work = case.work(size)
-        rate = work / med / 1e9
         roof = rates["triad_GBps"] if case.unit == "GB/s" else rates["sgemm_GFLOPps"]
-        rows.append(dict(case=case.name, size=size, provider=prov, ms=med * 1e3,
-                         rate=rate, unit=case.unit, roofline_fraction=rate / roof,
-                         first_call_ms=first_s * 1e3,
-                         compile_s=max(0.0, first_s - med) if prov == "numba" else None,
-                         repeats=reps, validated=valid))
+        for prov, med in medians.items():
+            first_s, rate = case_rows[prov]["first_s"], work / med / 1e9
+            rows.append(dict(case=case.name, size=size, provider=prov, ms=med * 1e3,
+                             rate=rate, unit=case.unit, roofline_fraction=rate / roof,
+                             first_call_ms=first_s * 1e3,
+                             compile_s=max(0.0, first_s - med) if prov == "numba" else None,
+                             repeats=reps[prov], validated=case_rows[prov]["valid"]))
+        del fns                        # free this case's inputs and models before the next
     by = {(r["case"], r["provider"]): r for r in rows}
     for r in rows:
         t = by.get((r["case"], "torch"))
@@ -410,7 +443,8 @@ def run_grid(*, quick=False, only=None, repeats=None, providers=None, progress=T
 
 
 def render_table(result) -> str:
-    lines = ["| case | size | provider | median ms | rate | of roofline | vs torch | compile s | valid |",
+    lines = ["| case | size | provider | median ms | rate | of roofline | vs torch | compile s "
+             "| valid |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in result["rows"]:
         size = ",".join(f"{k}={v}" for k, v in r["size"].items())
@@ -441,14 +475,17 @@ def add_arguments(parser):
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="run the cases whose name contains NAME (repeatable)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per row")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repeats per row (default: 7, 3 for the reference, 5 for "
+                             "the model and AdamW, more for fast rows: about 0.5 s of calls)")
     parser.add_argument("--providers", nargs="+", choices=("reference", "numba", "torch", "cuda"),
                         help="default: all that can run here (torch when importable, cuda "
                              "with CuPy and a GPU)")
     parser.add_argument("--study", action="store_true",
                         help="also the source study's table: GPT-2 small construction, forward "
                              "at B=8, T=1024 (5 repeats), 5 training steps, per device; each "
-                             "provider in a fresh process, with its peak memory")
+                             "provider in a fresh process (glibc's default allocator), with its "
+                             "peak memory")
     parser.add_argument("--json", type=Path, default=Path("bench_results.json"))
     parser.add_argument("--plot", type=Path, default=Path("bench_results.png"))
     parser.add_argument("--no-progress", action="store_true")
@@ -477,7 +514,7 @@ def run_from_args(args) -> int:
         print(f"GPU rows skipped: {result['gpu']}")
     if args.study:                     # after the grid is printed and saved: it takes minutes
         from .gpu import render_study, study_table
-        result["study"] = study_table(quick=args.quick, keep_memory=kept)
+        result["study"] = study_table(quick=args.quick)
         args.json.write_text(json.dumps(result, indent=2, default=str))
         print(render_study(result["study"], args.quick))
     bad = [r for r in result["rows"] if r["validated"] is False]

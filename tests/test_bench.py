@@ -55,3 +55,22 @@ def test_gpu_rows_and_study_table_through_the_main_bench(tmp_path, capsys):
     study = {r["provider"] for r in data["study"]}
     assert {"reference", "numba"} <= study
     assert "| numba | cpu |" in printed
+
+
+def test_providers_take_turns_and_each_gets_its_repeats():
+    # side by side means interleaved: one call of each provider per round, so drift on the
+    # machine lands on every provider alike; a provider with fewer repeats drops out early
+    calls = []
+    fns = {p: (lambda p=p: calls.append(p)) for p in ("reference", "numba", "torch")}
+    medians = core._interleaved(fns, {"reference": 1, "numba": 3, "torch": 2})
+    assert calls == ["reference", "numba", "torch", "numba", "torch", "numba"]
+    assert set(medians) == set(fns) and all(m >= 0 for m in medians.values())
+
+
+def test_fast_rows_repeat_for_the_time_budget_within_bounds():
+    assert core._repeats("numba", False, False, 0.01, None) == int(core.TIME_BUDGET_S / 0.01)
+    assert core._repeats("numba", False, False, 1e-6, None) == core.MAX_REPEATS
+    assert core._repeats("reference", False, False, 10.0, None) == 3      # slow: the minimum
+    assert core._repeats("torch", True, False, 10.0, None) == 5           # model / AdamW rows
+    assert core._repeats("torch", False, False, 1e-3, 4) == 4             # --repeats wins
+    assert core._repeats("torch", False, True, 1e-3, None) == 2           # --quick

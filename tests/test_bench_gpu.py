@@ -45,6 +45,6 @@ def test_study_table_runs_its_cpu_rows_and_leaves_out_gpu_ones():
 def test_a_study_row_that_fails_is_reported_and_the_table_still_renders():
     # each row runs in a child process: its failure (here a bad provider name; in practice
     # running out of memory) becomes that row's error instead of ending the run
-    row = gpu._study_in_child("no-such-provider", quick=True, keep_memory=False)
+    row = gpu._study_in_child("no-such-provider", quick=True)
     assert row["provider"] == "no-such-provider" and "ValueError" in row["error"]
     assert "| no-such-provider | cpu | failed: exit 1" in gpu.render_study([row], quick=True)
