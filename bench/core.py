@@ -2,11 +2,11 @@
 
 Each provider runs once and is checked against the reference (or, where the reference would
 take minutes, against the numba result that the test suite checks against it) before it is
-timed: warm-up, then the median of repeats, the providers of a case taking turns call by call
-(fast rows repeat for about half a second). Every row reports ms, GB/s (memory-bound kernels,
-from the bytes-moved model beside each case) or GFLOP/s (matmul-bound ones), the fraction of
-this machine's copy bandwidth (a fused Numba triad) or matmul rate (a NumPy sgemm) measured in
-the same run, and the ratio to torch. Numba's compile time (first call minus median) is
+timed: warm-up, then the median of repeats, the providers of a case taking turns in blocks of
+calls (fast rows repeat for about half a second). Every row reports ms, GB/s (memory-bound
+kernels, from the bytes-moved model beside each case) or GFLOP/s (matmul-bound ones), the
+fraction of this machine's copy bandwidth (a fused Numba triad) or matmul rate (a NumPy sgemm)
+measured in the same run, and the ratio to torch. Numba's compile time (first call minus median) is
 reported separately. Writes JSON and a matplotlib chart.
 """
 from __future__ import annotations
@@ -355,13 +355,25 @@ def _repeats(prov, big, quick, call_s, fixed):
     return max(base, min(MAX_REPEATS, int(TIME_BUDGET_S / max(call_s, 1e-9))))
 
 
+ROUNDS = 5       # each provider's timed calls come in this many blocks, providers taking turns
+SETTLE_S = 0.2   # idle before each block: OpenBLAS's workers spin ~0.1 s after a matmul, and
+                 # one provider's spinning threads must not bill the next provider's calls
+
+
 def _interleaved(fns, reps):
-    """Median seconds per provider, timed in rounds (one call of each provider per round), so
-    drift on a shared machine and the cache state one call leaves hit every provider alike."""
+    """Median seconds per provider. The providers take turns in ROUNDS blocks, so drift on a
+    shared machine lands on all alike; each block starts after SETTLE_S of idle and, for fast
+    rows (more calls than blocks), one untimed call that warms the caches for its provider."""
     times = {p: [] for p in fns}
-    for r in range(max(reps.values())):
+    for r in range(ROUNDS):
         for p, fn in fns.items():
-            if r < reps[p]:
+            n = reps[p] * (r + 1) // ROUNDS - reps[p] * r // ROUNDS   # blocks sum to reps[p]
+            if n == 0:
+                continue
+            time.sleep(SETTLE_S)
+            if reps[p] > ROUNDS:
+                fn()
+            for _ in range(n):
                 t0 = time.perf_counter()
                 fn()
                 times[p].append(time.perf_counter() - t0)
@@ -513,7 +525,10 @@ def run_from_args(args) -> int:
     if result["gpu"] != "present":
         print(f"GPU rows skipped: {result['gpu']}")
     if args.study:                     # after the grid is printed and saved: it takes minutes
+        from nanonorm.memory import release_freed_memory
+
         from .gpu import render_study, study_table
+        release_freed_memory()         # the study's processes need all of it (torch: 19 GB)
         result["study"] = study_table(quick=args.quick)
         args.json.write_text(json.dumps(result, indent=2, default=str))
         print(render_study(result["study"], args.quick))

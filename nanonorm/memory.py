@@ -7,7 +7,9 @@ system time per step (5.8 s in all). With `keep_freed_memory()` the same step to
 7 faults. The price: the process keeps its peak heap instead of shrinking after a step.
 
 This is a process-wide allocator setting, so nothing calls it on import; the `nanonorm` CLI
-commands that train or time a model call it, and a training script can.
+commands that train or time a model call it, and a training script can. Before a phase that
+needs the memory elsewhere (a child process, a larger model), `release_freed_memory()` hands
+what is free back to the OS.
 """
 from __future__ import annotations
 
@@ -21,16 +23,22 @@ TOP_PAD = 1 << 30                 # grow the heap in steps this large
 TRIM_NEVER = 2**31 - 1            # a freed top this large is kept (mallopt takes a C int)
 
 
+def _libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory for reuse; True if it took every setting,
     False where there is no glibc (macOS, musl, Windows: nothing changes). An allocator
     preloaded in glibc's place (jemalloc, tcmalloc via LD_PRELOAD) ignores it."""
-    if not sys.platform.startswith("linux"):
-        return False
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+        mallopt = _libc().mallopt
+    except AttributeError:                       # no glibc (or not its mallopt)
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # a fixed mmap threshold also stops glibc from moving it (and the trim threshold) itself
@@ -38,3 +46,17 @@ def keep_freed_memory() -> bool:
         (M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), (M_TRIM_THRESHOLD, TRIM_NEVER),
         (M_TOP_PAD, TOP_PAD))]
     return all(taken)
+
+
+def release_freed_memory() -> bool:
+    """Return the free memory of glibc's heap to the OS now (malloc_trim), whatever
+    `keep_freed_memory` asked for; True if glibc released any. Python's cycles are collected
+    first, so arrays only they kept alive are freed too."""
+    import gc
+    gc.collect()
+    try:
+        trim = _libc().malloc_trim
+    except AttributeError:
+        return False
+    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    return trim(0) == 1

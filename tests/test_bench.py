@@ -57,13 +57,17 @@ def test_gpu_rows_and_study_table_through_the_main_bench(tmp_path, capsys):
     assert "| numba | cpu |" in printed
 
 
-def test_providers_take_turns_and_each_gets_its_repeats():
-    # side by side means interleaved: one call of each provider per round, so drift on the
-    # machine lands on every provider alike; a provider with fewer repeats drops out early
+def test_providers_take_turns_and_each_gets_its_repeats(monkeypatch):
+    # side by side means interleaved: the providers' calls come in blocks taken in turns, so
+    # drift on the machine lands on every provider alike; a fast row (more calls than
+    # blocks) warms each block with an untimed call
+    monkeypatch.setattr(core, "ROUNDS", 2)
+    monkeypatch.setattr(core, "SETTLE_S", 0.0)
     calls = []
     fns = {p: (lambda p=p: calls.append(p)) for p in ("reference", "numba", "torch")}
     medians = core._interleaved(fns, {"reference": 1, "numba": 3, "torch": 2})
-    assert calls == ["reference", "numba", "torch", "numba", "torch", "numba"]
+    assert calls == ["numba", "numba", "torch",                         # round 1 (numba: warm)
+                     "reference", "numba", "numba", "numba", "torch"]   # round 2
     assert set(medians) == set(fns) and all(m >= 0 for m in medians.values())
 
 

@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from nanonorm.memory import keep_freed_memory
+from nanonorm.memory import keep_freed_memory, release_freed_memory
 
 CHURN = """
 import resource, sys, numpy as np
 if sys.argv[1] == "keep":
-    from nanonorm.memory import keep_freed_memory
+    from nanonorm.memory import keep_freed_memory, release_freed_memory
     assert keep_freed_memory()
 def churn():                      # ~190 MB in 4 MB arrays, all freed on return
     arrays = [np.ones((1 << 20) + 7 * i, np.float32) for i in range(48)]
@@ -45,8 +45,31 @@ def test_freed_memory_is_reused_instead_of_faulted_in_again():
     assert kept * 10 < default, (kept, default)
 
 
+RELEASE = """
+import os, numpy as np
+from nanonorm.memory import keep_freed_memory, release_freed_memory
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+assert keep_freed_memory()
+arrays = [np.ones((1 << 20) + 7 * i, np.float32) for i in range(48)]   # ~190 MB of heap
+del arrays
+kept = rss_mb()
+release_freed_memory()
+print(kept, rss_mb())
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's malloc_trim: glibc only")
+def test_release_hands_kept_memory_back():
+    kept, released = map(float, subprocess.run([sys.executable, "-c", RELEASE], check=True,
+                                               capture_output=True, text=True).stdout.split())
+    assert kept - released > 150, (kept, released)      # of the ~190 MB the arrays held
+
+
 def test_without_glibc_it_changes_nothing_and_says_so(monkeypatch):
     def no_libc(name):
         raise OSError(f"{name}: cannot open shared object file")
     monkeypatch.setattr(ctypes, "CDLL", no_libc)
     assert keep_freed_memory() is False
+    assert release_freed_memory() is False
