@@ -528,7 +528,7 @@ def run_from_args(args) -> int:
         from nanonorm.memory import release_freed_memory
 
         from .gpu import render_study, study_table
-        release_freed_memory()         # the study's processes need all of it (torch: 19 GB)
+        release_freed_memory()         # the study's processes need all of it (torch: 19.3 GiB)
         result["study"] = study_table(quick=args.quick)
         args.json.write_text(json.dumps(result, indent=2, default=str))
         print(render_study(result["study"], args.quick))

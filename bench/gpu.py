@@ -298,7 +298,7 @@ def _study_in_child(provider: str, quick: bool) -> dict:
     """One row in a fresh Python process with glibc's default allocator: no heap, threads or
     imports carried over from the grid or the other providers, and a provider that runs out
     of memory costs only its own row. At B=8, T=1024 on 23 GiB, measured peaks: reference
-    16 GB, torch 19.3 GB; with freed memory kept (`nanonorm.memory`) torch's step outgrew the
+    15.6 GiB, torch 19.3 GiB; with freed memory kept (`nanonorm.memory`) torch's step outgrew the
     machine and was killed, so the study leaves the allocator alone."""
     cmd = [sys.executable, "-m", f"{__package__}.gpu", "--study-row", provider]
     cmd += ["--quick"] * quick
@@ -316,7 +316,7 @@ def _run_study_row(provider: str, quick: bool) -> int:
     import resource
     import nanonorm.kernels.cpu  # noqa: F401  (before torch: see nanonorm.kernels.cpu)
     row = study_row(provider, quick)
-    row["peak_rss_GB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB
+    row["peak_rss_GiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # from KiB
     print(json.dumps(row))
     return 0
 
@@ -348,7 +348,7 @@ def render_study(rows, quick: bool = False) -> str:
     s = STUDY_QUICK if quick else STUDY
     lines = [f"| provider | device | construction s | forward B={s['B']}, T={s['T']} s "
              f"(median of {s['forward_repeats']}) | {s['train_steps']} training steps s "
-             "| peak RSS GB |",
+             "| peak RSS GiB |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
         if "error" in r:
@@ -356,7 +356,7 @@ def render_study(rows, quick: bool = False) -> str:
             continue
         lines.append(f"| {r['provider']} | {r['device']} | {r['build_s']:.3f} | "
                      f"{r['forward_s']:.4f} | {r['train_s']:.3f} | "
-                     f"{r.get('peak_rss_GB', float('nan')):.1f} |")
+                     f"{r.get('peak_rss_GiB', float('nan')):.1f} |")
     return "\n".join(lines)
 
 

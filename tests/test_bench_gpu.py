@@ -37,7 +37,7 @@ def test_study_table_runs_its_cpu_rows_and_leaves_out_gpu_ones():
     assert [r["provider"] for r in rows] == ["reference"]
     r = rows[0]
     assert r["device"] == "cpu" and min(r["build_s"], r["forward_s"], r["train_s"]) > 0
-    assert r["peak_rss_GB"] > 0                     # measured in the row's own process
+    assert r["peak_rss_GiB"] > 0                     # measured in the row's own process
     table = gpu.render_study(rows, quick=True)
     assert "| reference | cpu |" in table and "forward B=1, T=16" in table
 
