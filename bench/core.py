@@ -439,7 +439,9 @@ def run_grid(*, quick=False, only=None, repeats=None, providers=None, progress=T
                              first_call_ms=first_s * 1e3,
                              compile_s=max(0.0, first_s - med) if prov == "numba" else None,
                              repeats=reps[prov], validated=case_rows[prov]["valid"]))
-        del fns                        # free this case's inputs and models before the next
+        # drop this case's inputs, outputs and models (the loop's names hold the last
+        # provider's too) before the next case allocates its own
+        fns = fn = first = inputs = checked = None
     by = {(r["case"], r["provider"]): r for r in rows}
     for r in rows:
         t = by.get((r["case"], "torch"))

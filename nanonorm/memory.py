@@ -23,12 +23,14 @@ TOP_PAD = 1 << 30                 # grow the heap in steps this large
 TRIM_NEVER = 2**31 - 1            # a freed top this large is kept (mallopt takes a C int)
 
 
-def _libc():
+def _glibc_function(name: str):
+    """glibc's function `name` through ctypes, or None (not Linux, no glibc, or no such
+    function: musl, macOS, Windows)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
+        return getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):
         return None
 
 
@@ -36,9 +38,8 @@ def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory for reuse; True if it took every setting,
     False where there is no glibc (macOS, musl, Windows: nothing changes). An allocator
     preloaded in glibc's place (jemalloc, tcmalloc via LD_PRELOAD) ignores it."""
-    try:
-        mallopt = _libc().mallopt
-    except AttributeError:                       # no glibc (or not its mallopt)
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # a fixed mmap threshold also stops glibc from moving it (and the trim threshold) itself
@@ -54,9 +55,8 @@ def release_freed_memory() -> bool:
     first, so arrays only they kept alive are freed too."""
     import gc
     gc.collect()
-    try:
-        trim = _libc().malloc_trim
-    except AttributeError:
+    trim = _glibc_function("malloc_trim")
+    if trim is None:
         return False
     trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
     return trim(0) == 1

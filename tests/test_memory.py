@@ -11,13 +11,16 @@ import pytest
 
 from nanonorm.memory import keep_freed_memory, release_freed_memory
 
-CHURN = """
+# ~190 MB in 48 heap-sized (4 MB) arrays of different lengths
+ARRAYS = "[np.ones((1 << 20) + 7 * i, np.float32) for i in range(48)]"
+
+CHURN = f"""
 import resource, sys, numpy as np
 if sys.argv[1] == "keep":
-    from nanonorm.memory import keep_freed_memory, release_freed_memory
+    from nanonorm.memory import keep_freed_memory
     assert keep_freed_memory()
-def churn():                      # ~190 MB in 4 MB arrays, all freed on return
-    arrays = [np.ones((1 << 20) + 7 * i, np.float32) for i in range(48)]
+def churn():                      # all freed on return
+    arrays = {ARRAYS}
     return sum(float(a[-1]) for a in arrays)
 churn()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -26,10 +29,14 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+def _run(script: str, *args: str) -> list[str]:
+    """The words a script printed, run in a fresh interpreter."""
+    return subprocess.run([sys.executable, "-c", script, *args], check=True,
+                          capture_output=True, text=True).stdout.split()
+
+
 def _second_round_faults(mode: str) -> int:
-    out = subprocess.run([sys.executable, "-c", CHURN, mode], check=True, capture_output=True,
-                         text=True).stdout
-    return int(out.split()[-1])
+    return int(_run(CHURN, mode)[-1])
 
 
 GLIBC = platform.libc_ver()[0] == "glibc"
@@ -45,14 +52,14 @@ def test_freed_memory_is_reused_instead_of_faulted_in_again():
     assert kept * 10 < default, (kept, default)
 
 
-RELEASE = """
+RELEASE = f"""
 import os, numpy as np
 from nanonorm.memory import keep_freed_memory, release_freed_memory
 def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 assert keep_freed_memory()
-arrays = [np.ones((1 << 20) + 7 * i, np.float32) for i in range(48)]   # ~190 MB of heap
+arrays = {ARRAYS}
 del arrays
 kept = rss_mb()
 release_freed_memory()
@@ -62,8 +69,7 @@ print(kept, rss_mb())
 
 @pytest.mark.skipif(not GLIBC, reason="glibc's malloc_trim: glibc only")
 def test_release_hands_kept_memory_back():
-    kept, released = map(float, subprocess.run([sys.executable, "-c", RELEASE], check=True,
-                                               capture_output=True, text=True).stdout.split())
+    kept, released = map(float, _run(RELEASE))
     assert kept - released > 150, (kept, released)      # of the ~190 MB the arrays held
 
 
