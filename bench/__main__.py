@@ -1,4 +1,4 @@
-"""`python -m bench` from the repository root (or `python -m nanonorm.bench`)."""
+"""`python -m bench` from the repository root (`python -m nanonorm.bench` or `nanonorm bench` from anywhere)."""
 import sys
 
 from .core import main

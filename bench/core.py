@@ -451,7 +451,7 @@ def run_grid(*, quick=False, only=None, repeats=None, providers=None, progress=T
     gpu_reason = gpu.available()
     if gpu_reason is None and (providers is None or "cuda" in providers):
         rows += gpu.cuda_rows(cases, quick=quick, repeats=repeats)
-    from nanonorm.commands.info import environment
+    from nanonorm.machine import environment
     return {"environment": environment(), "machine": rates, "quick": quick, "rows": rows,
             "gpu": gpu_reason or "present", "study": None}
 

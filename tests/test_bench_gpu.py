@@ -7,7 +7,7 @@ import json
 import pytest
 
 gpu = pytest.importorskip("bench.gpu", reason="run from the repository root (bench/ importable)")
-from bench.core import CASES  # noqa: E402
+from nanonorm.bench.core import CASES  # noqa: E402
 
 NO_GPU = gpu.available() is not None
 

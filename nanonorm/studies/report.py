@@ -83,7 +83,7 @@ def run_report(out="nanonorm-report", options: Options = Options(), *, studies=N
                progress: bool = True) -> dict:
     """Run `studies` (default: STUDIES), write everything under `out`, return the
     results.json content."""
-    from ..commands.info import environment
+    from ..machine import environment
 
     studies = STUDIES if studies is None else studies
 

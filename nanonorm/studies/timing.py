@@ -30,7 +30,7 @@ SEED = {"size": "GPT-2 small (Model 5), B = 8, T = 1024",
 
 def providers() -> list[dict]:
     """Each (device, implementation) this machine can run, or why it cannot."""
-    from ..commands.info import environment
+    from ..machine import environment
     from ..dispatch import implementation_for, kernels
 
     numba_ops = sorted(op for op in kernels("reference")
