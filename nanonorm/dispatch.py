@@ -6,13 +6,19 @@ backward. NumPy arrays prefer the Numba kernels, CuPy arrays the CUDA kernels; a
 (array_api_strict, torch) runs the reference. `use_impl(name)` or the environment variable
 NANONORM_IMPL forces one implementation for the ops it provides; the others stay on the
 reference.
+
+A fast implementation that cannot be loaded (Numba missing or broken, no numba-cuda) is never
+skipped silently: the first dispatch that falls back warns once with the cause, and
+`unavailable()` (shown by `nanonorm info`) says why.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import importlib
+import importlib.util
 import os
+import warnings
 from typing import Callable, Iterator
 
 from .backend import Array, backend_name
@@ -30,7 +36,17 @@ _SUPPORTS = {"reference": None, "numba": {"numpy"}, "cuda": {"cupy"}}
 _PREFERRED = {"numpy": ("numba", "reference"), "cupy": ("cuda", "reference")}
 
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("nanonorm_impl", default=None)
+# what falling back costs, in the warning: the reference is plain NumPy / CuPy array code
+_FALLBACK_COST = {"numba": "NumPy arrays run the reference ops instead, several times slower "
+                           "(3-13x per op in docs/benchmarks.md)",
+                  "cuda": "CuPy arrays run the reference ops instead (unfused CuPy code)"}
 _tables: dict[str, dict[str, Callable]] = {}
+_failures: dict[str, str] = {}      # implementation -> why it could not be loaded
+_warned: set[str] = set()
+
+
+class FallbackWarning(UserWarning):
+    """A fast implementation could not be loaded, so a slower one runs in its place."""
 
 
 def _check_name(name: str) -> str:
@@ -55,13 +71,40 @@ def forced_impl() -> str | None:
 
 
 def kernels(impl: str) -> dict[str, Callable]:
-    """The op table of one implementation; empty when it cannot be imported here."""
+    """The op table of one implementation; empty when it cannot be loaded here (the reason is
+    in `unavailable()`)."""
     if impl not in _tables:
         try:
             _tables[impl] = dict(importlib.import_module(_MODULES[_check_name(impl)]).KERNELS)
-        except ImportError:
+        except Exception as e:   # ImportError, or a broken install failing some other way
+            if impl == "reference":
+                raise
+            _failures[impl] = f"{_MODULES[impl]} could not be imported: {type(e).__name__}: {e}"
             _tables[impl] = {}
     return _tables[impl]
+
+
+def unavailable() -> dict[str, str]:
+    """Implementation -> why it cannot run here, for those that failed to load so far
+    (loading all of them first)."""
+    for impl in IMPLEMENTATIONS:
+        if impl != "cuda" or _cuda_wanted():
+            kernels(impl)
+    return dict(_failures)
+
+
+def _cuda_wanted() -> bool:
+    """Whether CuPy is importable: without it no CuPy array exists to run the CUDA kernels."""
+    return importlib.util.find_spec("cupy") is not None
+
+
+def _warn_fallback(impl: str) -> None:
+    if impl in _warned:
+        return
+    _warned.add(impl)
+    warnings.warn(f"nanonorm: the {impl} kernels are unavailable ({_failures[impl]}); "
+                  f"{_FALLBACK_COST[impl]}. `nanonorm info` shows what each op runs.",
+                  FallbackWarning, stacklevel=4)
 
 
 def implementation_for(op: str, x: Array) -> str:
@@ -73,6 +116,8 @@ def implementation_for(op: str, x: Array) -> str:
         libs = _SUPPORTS[impl]
         if (libs is None or lib in libs) and op in kernels(impl):
             return impl
+        if impl in _failures and (libs is None or lib in libs):
+            _warn_fallback(impl)
     raise LookupError(f"no implementation of {op} for {lib} arrays")  # pragma: no cover
 
 

@@ -5,10 +5,10 @@ HELP = "Time reference, Numba and torch kernels and the GPT-2 step; write JSON a
 
 
 def configure(parser) -> None:
-    from ..bench.core import add_arguments
+    from ..bench.cli import add_arguments
     add_arguments(parser)
 
 
 def run(args) -> int:
-    from ..bench.core import run_from_args
+    from ..bench.cli import run_from_args
     return run_from_args(args)

@@ -10,15 +10,21 @@ def configure(parser) -> None:
 
 def run(args) -> int:
     import json
+    import warnings
 
     import numpy as np
 
-    from ..dispatch import implementation_for, kernels
+    from ..dispatch import FallbackWarning
+
+    from ..dispatch import implementation_for, kernels, unavailable
     from ..machine import environment
 
     env = environment()
     ops = sorted(kernels("reference"))
-    env["dispatch_numpy"] = {op: implementation_for(op, np.empty(0)) for op in ops}
+    env["unavailable"] = unavailable()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FallbackWarning)   # shown below, with its cause
+        env["dispatch_numpy"] = {op: implementation_for(op, np.empty(0)) for op in ops}
     if args.json:
         print(json.dumps(env, indent=2))
         return 0
@@ -26,6 +32,8 @@ def run(args) -> int:
         print(f"{key:10s} {env[key]}")
     for dist, version in env["versions"].items():
         print(f"{dist:18s} {version}")
+    for impl, why in env["unavailable"].items():
+        print(f"UNAVAILABLE: {impl}: {why}")
     print("dispatch for NumPy arrays:")
     for op, impl in env["dispatch_numpy"].items():
         print(f"  {op:40s} {impl}")

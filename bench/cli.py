@@ -1,0 +1,71 @@
+"""The bench's command line (`python -m bench`, `nanonorm bench`): its arguments are defined here,
+apart from the grid, so that `nanonorm --help` does not load NumPy's BLAS, Numba or torch."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser):
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="run the cases whose name contains NAME (repeatable)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repeats per row (default: 7, 3 for the reference, 5 for "
+                             "the model and AdamW, more for fast rows: about 0.5 s of calls)")
+    parser.add_argument("--providers", nargs="+", choices=("reference", "numba", "torch", "cuda"),
+                        help="default: all that can run here (torch when importable, cuda "
+                             "with CuPy and a GPU)")
+    parser.add_argument("--study", action="store_true",
+                        help="also the source study's table: GPT-2 small construction, forward "
+                             "at B=8, T=1024 (5 repeats), 5 training steps, per device; each "
+                             "provider in a fresh process (glibc's default allocator), with its "
+                             "peak memory")
+    parser.add_argument("--json", type=Path, default=Path("bench_results.json"))
+    parser.add_argument("--plot", type=Path, default=Path("bench_results.png"))
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's malloc as it is (by default freed memory is kept "
+                             "for reuse, for every provider: nanonorm.memory)")
+
+
+def run_from_args(args) -> int:
+    from nanonorm.memory import keep_freed_memory
+    # the same allocator policy for every provider of this process, torch included, as
+    # `nanonorm train` uses (freed pages kept for reuse; see nanonorm.memory)
+    kept = False if args.default_allocator else keep_freed_memory()
+    from .core import plot, render_table, run_grid
+    result = run_grid(quick=args.quick, only=args.only, repeats=args.repeats,
+                      providers=args.providers, progress=not args.no_progress)
+    result["keep_freed_memory"] = kept
+    args.json.write_text(json.dumps(result, indent=2, default=str))
+    if args.plot:
+        plot(result, args.plot)
+    m, env = result["machine"], result["environment"]
+    print(f"machine: fused triad {m['triad_GBps']:.1f} GB/s, sgemm {m['sgemm_GFLOPps']:.1f} "
+          f"GFLOP/s; {env['cpu']} ({env['cpu_simd']}) x{env['cpu_count']}; NumPy BLAS "
+          f"{env['blas']}; freed memory kept for reuse: {kept}")
+    print(render_table(result), flush=True)
+    if result["gpu"] != "present":
+        print(f"GPU rows skipped: {result['gpu']}")
+    if args.study:                     # after the grid is printed and saved: it takes minutes
+        from nanonorm.memory import release_freed_memory
+
+        from .gpu import render_study, study_table
+        release_freed_memory()         # the study's processes need all of it (torch: 19.3 GiB)
+        result["study"] = study_table(quick=args.quick)
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+        print(render_study(result["study"], args.quick))
+    bad = [r for r in result["rows"] if r["validated"] is False]
+    for r in bad:
+        print(f"VALIDATION FAILED: {r['case']} / {r['provider']}")
+    failed = [r for r in result["study"] or [] if "error" in r]
+    return 1 if bad or failed else 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
