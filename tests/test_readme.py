@@ -23,3 +23,19 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert 'pip install -e ".[test]"' in README and 'pip install -q -e ".[test]"' in ci
     assert "nanonorm report" in README and "python -m pytest" in ci
+
+
+def test_the_test_kit_example_passes_when_copied_into_a_users_own_file(tmp_path):
+    """Outside this suite: no conftest, Hypothesis' default settings, a cold Numba cache."""
+    import os
+    import subprocess
+    import sys
+    (block,) = [b for b in BLOCKS if "nanonorm.testing" in b]
+    (tmp_path / "test_mine.py").write_text(block)
+    env = {k: v for k, v in os.environ.items() if k != "HYPOTHESIS_PROFILE"}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba-cache")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "test_mine.py"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 passed" in run.stdout
