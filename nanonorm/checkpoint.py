@@ -4,15 +4,21 @@ Reads what `save_pretrained` writes (`transformer.`-prefixed names), the bare na
 original `gpt2` upload (`wte.weight`, `h.0.attn.c_attn.weight`), and a local Hugging Face cache
 directory (`models--gpt2/snapshots/<hash>/`). The causal-mask buffers some files carry
 (`h.N.attn.bias`, `h.N.attn.masked_bias`) are skipped; `h.N.attn.c_attn.bias` is a parameter.
-Every file is written to a temporary file in the same directory and renamed over the target, so
-an interrupted save leaves the previous file intact. No torch needed: safetensors' NumPy API.
+
+A saved checkpoint is one unit (nanonorm.atomic_dir): weights, config, the optional training
+state and a manifest of their sha256 are staged in a sibling directory that is swapped in at
+once, so a kill at any moment leaves the old checkpoint or the new one and readers never see a
+mix; loading verifies the manifest (`verify=False` skips it; a directory without one, as
+transformers writes it, loads unverified). config.json is checked field by field and the
+safetensors header against it before any tensor is read. No torch needed: safetensors' NumPy API.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Callable
 
@@ -20,35 +26,103 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from .atomic_dir import MANIFEST_NAME, Unit, check_target, read_unit, write_unit
 from .backend import to_numpy
-from .gpt_config import GPTConfig, parameter_shapes
+from .gpt_config import LIMITS, GPTConfig, _short, parameter_shapes
 
-__all__ = ["save", "load", "read_checkpoint", "resolve_dir", "atomic_write", "hf_config",
-           "config_from_hf", "WEIGHTS_NAME", "CONFIG_NAME"]
+__all__ = ["save", "load", "read_checkpoint", "read_train_state", "is_checkpoint",
+           "check_writable", "resolve_dir", "atomic_write", "hf_config", "config_from_hf",
+           "WEIGHTS_NAME", "CONFIG_NAME", "STATE_NAME", "MANIFEST_NAME"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+STATE_NAME = "train_state.safetensors"
+UNIT_FILES = frozenset({WEIGHTS_NAME, CONFIG_NAME, STATE_NAME, MANIFEST_NAME})
+MAX_CONFIG_BYTES = 1 << 20
+MAX_LISTED = 3              # names listed in an error message before "and N more"
 # attention-mask buffers stored by older transformers versions: not parameters
 _MASK_BUFFER = re.compile(r"^(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)$")
 _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")
+_FLOAT_DTYPES = ("F16", "F32", "F64")       # what NumPy can hold (not BF16)
+# a snapshot name that refs/main may hold: one path component, no "." or ".."
+_SNAPSHOT_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+
+
+# writing ------------------------------------------------------------------------------------
+
+def save(model, path, *, train_state=None) -> None:
+    """Make `path` hold this model's checkpoint as one unit: model.safetensors, config.json,
+    train_state.safetensors when `train_state` = (tensors: dict[str, ndarray], metadata:
+    dict[str, str]) is given, and the manifest. Other files in `path` are kept; a previous
+    checkpoint's files (its training state included) are replaced. Files honour the umask."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, GPTConfig) or not callable(getattr(model, "parameters", None)):
+        raise TypeError(f"model must be a GPT, got {type(model).__name__}")
+    state = _checked_train_state(train_state)
+    target = check_target(path)
+    tensors = {n: np.ascontiguousarray(to_numpy(a)) for n, a in model.parameters().items()}
+    text = json.dumps(hf_config(config), indent=2) + "\n"
+    # "format": "pt" is what transformers checks for before it reads a safetensors file
+    files = {WEIGHTS_NAME: lambda p: save_file(tensors, p, metadata={"format": "pt"}),
+             CONFIG_NAME: lambda p: Path(p).write_text(text)}
+    if state is not None:
+        files[STATE_NAME] = lambda p: save_file(state[0], p, metadata=state[1])
+    write_unit(target, files, UNIT_FILES)
+
+
+def _checked_train_state(train_state):
+    if train_state is None:
+        return None
+    if not isinstance(train_state, (tuple, list)) or len(train_state) != 2:
+        raise TypeError("train_state must be None or a pair (tensors, metadata)")
+    tensors, metadata = train_state
+    if not isinstance(tensors, dict) or not all(isinstance(k, str) for k in tensors):
+        raise TypeError("train_state's tensors must be a dict of str -> numpy.ndarray")
+    bad = [k for k, a in tensors.items()
+           if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf"]
+    if bad:
+        raise TypeError(f"train_state's tensors must be numeric numpy arrays: not "
+                        f"{_listed(bad)}")
+    if "__metadata__" in tensors:
+        raise ValueError("train_state's tensors may not be named '__metadata__'")
+    if not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise TypeError("train_state's metadata must be a dict of str -> str")
+    return {k: np.ascontiguousarray(a) for k, a in tensors.items()}, dict(metadata)
+
+
+def check_writable(path) -> None:
+    """ValueError (TypeError for a non-path) saying why `path` cannot become a checkpoint
+    directory: an existing file, an unwritable or missing-and-uncreatable directory, a mount
+    point, the current directory. Creates and changes nothing."""
+    check_target(path)
+
+
+def is_checkpoint(path) -> bool:
+    """Whether the directory `path` already holds a checkpoint (or a part of one)."""
+    p = Path(os.fspath(path)).expanduser()
+    return p.is_dir() and any(os.path.lexists(p / name) for name in UNIT_FILES)
 
 
 def atomic_write(path, write: Callable[[str], None]) -> None:
-    """Call write(tmp) on a temporary file beside `path`, then rename it over `path`.
-
-    Rename within one directory is atomic, so readers see the old file or the new one, never a
-    partial one; on any exception the temporary file is removed and `path` is untouched.
-    """
+    """Call write(tmp) on a new file beside `path` (mode from the umask), then rename it over
+    `path`: readers see the old file or the new one. One file only: a checkpoint's files
+    change together through save()."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
-        write(tmp)
+        write(str(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -64,121 +138,217 @@ def hf_config(config: GPTConfig) -> dict:
     }
 
 
+# config.json --------------------------------------------------------------------------------
+
 def config_from_hf(d: dict, source: str = CONFIG_NAME) -> GPTConfig:
-    """GPTConfig from a Hugging Face GPT-2 config dict; ValueError for what GPT-2 here lacks."""
-    if d.get("model_type", "gpt2") != "gpt2":
-        raise ValueError(f"{source}: model_type is {d['model_type']!r}, expected 'gpt2'")
-    for key in ("n_layer", "n_head", "n_embd", "vocab_size"):
+    """GPTConfig from a Hugging Face GPT-2 config dict, each field checked for its JSON type
+    and range first; ValueError naming the field (and what GPT-2 here lacks)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{source}: expected a JSON object, got {type(d).__name__}")
+
+    def fail(message):
+        raise ValueError(f"{source}: {message}")
+
+    def integer(key, field):
         if key not in d:
-            raise ValueError(f"{source}: missing key {key!r}")
-    if "n_positions" not in d and "n_ctx" not in d:
-        raise ValueError(f"{source}: missing key 'n_positions'")
-    if d.get("activation_function", "gelu_new") not in _TANH_GELUS:
-        raise ValueError(f"{source}: activation_function {d['activation_function']!r} is not "
-                         f"supported (GPT-2 uses the tanh GELU: {_TANH_GELUS})")
-    if d.get("n_inner") not in (None, 4 * d["n_embd"]):
-        raise ValueError(f"{source}: n_inner={d['n_inner']} is not supported (must be 4·n_embd)")
-    if d.get("scale_attn_by_inverse_layer_idx") or not d.get("scale_attn_weights", True):
-        raise ValueError(f"{source}: non-standard attention scaling is not supported")
+            fail(f"missing key {key!r}")
+        v = d[key]
+        if type(v) is not int:
+            fail(f"{key} must be an integer, got {_short(v)}")
+        if not 1 <= v <= LIMITS[field]:
+            fail(f"{key} must be in [1, {LIMITS[field]:,}], got {_short(v)}")
+        return v
+
+    def flag(key, default):
+        v = d.get(key, default)
+        if type(v) is not bool:
+            fail(f"{key} must be true or false, got {_short(v)}")
+        return v
+
+    if d.get("model_type", "gpt2") != "gpt2":
+        fail(f"model_type is {_short(d['model_type'])}, expected 'gpt2'")
+    sizes = {field: integer(key, field) for key, field in (
+        ("n_layer", "n_layer"), ("n_head", "n_head"), ("n_embd", "n_embd"),
+        ("vocab_size", "vocab_size"),
+        ("n_positions" if "n_positions" in d or "n_ctx" not in d else "n_ctx", "block_size"))}
+    eps = d.get("layer_norm_epsilon", 1e-5)
+    if type(eps) not in (int, float) or not 0 < eps < math.inf:
+        fail(f"layer_norm_epsilon must be a finite positive number, got {_short(eps)}")
+    act = d.get("activation_function", "gelu_new")
+    if not isinstance(act, str) or act not in _TANH_GELUS:
+        fail(f"activation_function {_short(act)} is not supported (GPT-2 uses the tanh GELU: "
+             f"{_TANH_GELUS})")
+    inner = d.get("n_inner")
+    if inner is not None and (type(inner) is not int or inner != 4 * sizes["n_embd"]):
+        fail(f"n_inner={_short(inner)} is not supported (must be null or 4·n_embd)")
+    if flag("scale_attn_by_inverse_layer_idx", False) or not flag("scale_attn_weights", True):
+        fail("non-standard attention scaling is not supported")
+    tie = flag("tie_word_embeddings", True)
     try:
-        return GPTConfig(n_layer=d["n_layer"], n_head=d["n_head"], n_embd=d["n_embd"],
-                         vocab_size=d["vocab_size"],
-                         block_size=d.get("n_positions", d.get("n_ctx")),
-                         tie_weights=bool(d.get("tie_word_embeddings", True)),
-                         ln_eps=float(d.get("layer_norm_epsilon", 1e-5)))
+        return GPTConfig(**sizes, tie_weights=tie, ln_eps=float(eps))
     except (TypeError, ValueError) as e:
         raise ValueError(f"{source}: {e}") from None
 
 
-def save(model, path) -> None:
-    """Write path/model.safetensors then path/config.json, each atomically."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    tensors = {n: np.ascontiguousarray(to_numpy(a)) for n, a in model.parameters().items()}
-    # "format": "pt" is what transformers checks for before it reads a safetensors file
-    atomic_write(path / WEIGHTS_NAME,
-                 lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    text = json.dumps(hf_config(model.config), indent=2) + "\n"
-    atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+def _parse_config(data: bytes, source: str) -> GPTConfig:
+    try:
+        d = json.loads(data)
+    except (ValueError, RecursionError) as e:   # UnicodeDecodeError is a ValueError
+        raise ValueError(f"{source!r} is not valid JSON: {_short(str(e), 120)}") from None
+    return config_from_hf(d, source)
 
+
+# reading ------------------------------------------------------------------------------------
 
 def resolve_dir(path) -> Path:
     """The directory holding config.json: `path` itself, or the snapshot a Hugging Face cache
-    repository directory (`.../models--gpt2`) points to with refs/main."""
-    path = Path(path).expanduser()
+    repository directory (`.../models--gpt2`) points to with refs/main, which must name a
+    folder inside its snapshots/."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    path = Path(os.fspath(path)).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {str(path)!r} does not exist")
     snapshots = path / "snapshots"
-    if not (path / CONFIG_NAME).exists() and snapshots.is_dir():
-        ref = path / "refs" / "main"
-        if ref.is_file():
-            return snapshots / ref.read_text().strip()
-        found = sorted(p for p in snapshots.iterdir() if p.is_dir())
-        if len(found) != 1:
-            raise FileNotFoundError(f"{str(path)!r} is a Hugging Face cache directory with "
-                                    f"{len(found)} snapshots and no refs/main; pass one snapshot")
-        return found[0]
-    return path
+    if (path / CONFIG_NAME).exists() or not snapshots.is_dir():
+        return path
+    ref = path / "refs" / "main"
+    if ref.is_file():
+        with open(ref, "rb") as f:
+            name = f.read(256).decode("utf-8", "replace").strip()
+        if not _SNAPSHOT_REF.fullmatch(name):
+            raise ValueError(f"{str(ref)!r} holds {_short(name)}, not a snapshot name (one "
+                             f"folder inside {str(snapshots)!r})")
+        snapshot = snapshots / name
+        if not snapshot.is_dir():
+            raise FileNotFoundError(f"{str(ref)!r} names snapshot {name!r}, which is not in "
+                                    f"{str(snapshots)!r}")
+        if snapshot.resolve().parent != snapshots.resolve():
+            raise ValueError(f"snapshot {str(snapshot)!r} is a link out of {str(snapshots)!r}")
+        return snapshot
+    found = sorted(p for p in snapshots.iterdir() if p.is_dir())
+    if len(found) != 1:
+        raise FileNotFoundError(f"{str(path)!r} is a Hugging Face cache directory with "
+                                f"{len(found)} snapshots and no refs/main; pass one snapshot")
+    return found[0]
 
 
-def read_checkpoint(path, dtype: str = "float32") -> tuple[GPTConfig, dict[str, np.ndarray]]:
-    """(config, host arrays under our names, cast to dtype), fully validated."""
+def read_checkpoint(path, dtype: str = "float32", *,
+                    verify: bool = True) -> tuple[GPTConfig, dict[str, np.ndarray]]:
+    """(config, host arrays under our names, cast to dtype), fully validated: config.json
+    field by field, then the weights' header against it, then (with `verify`, when the
+    directory has a manifest) each file's sha256, and only then the tensor data."""
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {_short(dtype)}")
+    _check_verify(verify)
     root = resolve_dir(path)
-    config_file, weights_file = root / CONFIG_NAME, root / WEIGHTS_NAME
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{str(config_file)!r} not found")
-    try:
-        config = config_from_hf(json.loads(config_file.read_text()), str(config_file))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{str(config_file)!r} is not valid JSON: {e}") from None
-    if not weights_file.is_file():
-        raise FileNotFoundError(f"{str(weights_file)!r} not found (only single-file safetensors "
-                                f"checkpoints are read)")
+    return read_unit(root, lambda unit: _read_model(unit, dtype), verify=verify)
+
+
+def _read_model(unit: Unit, dtype: str):
+    config_file = str(unit.root / CONFIG_NAME)
+    config = _parse_config(unit.read_bytes(CONFIG_NAME, MAX_CONFIG_BYTES), config_file)
+    with unit.open(WEIGHTS_NAME, " (only single-file safetensors checkpoints are read)") as f:
+        file = unit.root / WEIGHTS_NAME
+        with _opened(unit.path_of(f, WEIGHTS_NAME), file) as st:
+            keys = _match_header(st, config, file)
+            unit.check(WEIGHTS_NAME, f)
+            return config, {name: _tensor(st, key, file).astype(dtype, copy=False)
+                            for name, key in keys.items()}
+
+
+def _match_header(st, config: GPTConfig, file) -> dict[str, str]:
+    """Our name -> the file's key for each parameter, from the header alone (names, shapes,
+    dtypes against parameter_shapes(config)); ValueError naming what does not fit."""
     expected = parameter_shapes(config)
-    arrays: dict[str, np.ndarray] = {}
-    for key, array in _tensors(weights_file):
+    keys, unexpected = {}, []
+    for key in st.keys():
         if _MASK_BUFFER.match(key):
             continue
         name = key if key.startswith(("transformer.", "lm_head.")) else "transformer." + key
         if name == "lm_head.weight" and config.tie_weights:
             continue            # a tied copy of wte that some writers store
         if name not in expected:
-            raise ValueError(f"{weights_file}: unexpected tensor {key!r} for this config")
-        if name in arrays:
-            raise ValueError(f"{weights_file}: tensor {key!r} appears under two names")
-        if tuple(array.shape) != expected[name]:
-            raise ValueError(f"{weights_file}: tensor {key!r} has shape {tuple(array.shape)}, "
+            unexpected.append(key)
+            continue
+        if name in keys:
+            raise ValueError(f"{file}: tensor {key!r} appears under two names")
+        header = st.get_slice(key)
+        shape, dtype = tuple(header.get_shape()), header.get_dtype()
+        if shape != expected[name]:
+            raise ValueError(f"{file}: tensor {key!r} has shape {_short(shape)}, "
                              f"expected {expected[name]} from {CONFIG_NAME}")
-        if array.dtype.kind != "f":
-            raise ValueError(f"{weights_file}: tensor {key!r} has dtype {array.dtype}, "
-                             f"expected floating point")
-        arrays[name] = array.astype(dtype, copy=False)
-    missing = [n for n in expected if n not in arrays]
+        if dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"{file}: tensor {key!r} has dtype {dtype}, expected one of "
+                             f"{_FLOAT_DTYPES}")
+        keys[name] = key
+    if unexpected:
+        noun = "tensor" if len(unexpected) == 1 else "tensors"
+        raise ValueError(f"{file}: unexpected {noun} {_listed(unexpected)} for this config")
+    missing = [n for n in expected if n not in keys]
     if missing:
-        raise ValueError(f"{weights_file}: missing tensors {missing}")
-    return config, arrays
+        raise ValueError(f"{file}: missing tensors {_listed(missing)}")
+    return keys
 
 
-def _tensors(file: Path):
-    """(key, array) pairs, one tensor in memory at a time; unreadable data → OSError."""
+def read_train_state(path, *, verify: bool = True) -> tuple[dict[str, np.ndarray],
+                                                            dict[str, str]]:
+    """(tensors, metadata) of path/train_state.safetensors, verified against the manifest;
+    FileNotFoundError naming the file when the checkpoint has no training state."""
+    _check_verify(verify)
+    root = resolve_dir(path)
+
+    def read(unit: Unit):
+        file = unit.root / STATE_NAME
+        with unit.open(STATE_NAME) as f:
+            unit.check(STATE_NAME, f)
+            with _opened(unit.path_of(f, STATE_NAME), file) as st:
+                tensors = {key: _tensor(st, key, file) for key in st.keys()}
+                return tensors, dict(st.metadata() or {})
+    return read_unit(root, read, verify=verify)
+
+
+def _check_verify(verify) -> None:
+    if not isinstance(verify, bool):
+        raise TypeError(f"verify must be True or False, got {_short(verify)}")
+
+
+class _opened:
+    """safe_open(path) whose errors become OSError naming the file."""
+
+    def __init__(self, path: str, file):
+        self.path, self.file = path, file
+
+    def __enter__(self):
+        try:
+            self._cm = safe_open(self.path, framework="np")
+            return self._cm.__enter__()
+        except Exception as e:   # safetensors raises its own error types
+            raise OSError(f"{self.file}: not a readable safetensors file "
+                          f"({_short(str(e), 200)})") from None
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc)
+
+
+def _tensor(st, key: str, file) -> np.ndarray:
     try:
-        with safe_open(str(file), framework="np") as f:
-            keys = list(f.keys())
-            for key in keys:
-                try:
-                    array = f.get_tensor(key)
-                except Exception as e:   # safetensors raises its own error types
-                    raise OSError(f"{file}: tensor {key!r} could not be read ({e})") from None
-                yield key, array
-    except OSError:
-        raise
+        return st.get_tensor(key)
     except Exception as e:
-        raise OSError(f"{file}: not a readable safetensors file ({e})") from None
+        raise OSError(f"{file}: tensor {key!r} could not be read ({_short(str(e), 200)})") \
+            from None
 
 
-def load(path, *, dtype: str = "float32", device: str = "cpu"):
+def _listed(names: list) -> str:
+    """"'a', 'b', 'c' and 7 more": a bounded list for an error message."""
+    more = f" and {len(names) - MAX_LISTED:,} more" if len(names) > MAX_LISTED else ""
+    return ", ".join(_short(n, 80) for n in names[:MAX_LISTED]) + more
+
+
+def load(path, *, dtype: str = "float32", device: str = "cpu", verify: bool = True):
+    """A GPT from a checkpoint directory (see read_checkpoint; verify=False skips checksums)."""
     from .gpt import DTYPES, GPT
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    config, arrays = read_checkpoint(path, dtype)
+        raise ValueError(f"dtype must be one of {DTYPES}, got {_short(dtype)}")
+    config, arrays = read_checkpoint(path, dtype, verify=verify)
     return GPT._from_arrays(config, arrays, dtype=dtype, device=device)

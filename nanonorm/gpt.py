@@ -124,10 +124,15 @@ class GPT:
         missing = [k for k in self._params if k not in state]
         unexpected = [k for k in state if k not in self._params]
         if missing or unexpected:
-            raise ValueError(f"state_dict mismatch: missing {missing}, unexpected {unexpected}")
+            listed = lambda names: [repr(n)[:80] for n in names[:3]] + (
+                [f"and {len(names) - 3} more"] if len(names) > 3 else [])
+            raise ValueError(f"state_dict mismatch: missing {listed(missing)}, "
+                             f"unexpected {listed(unexpected)}")
         staged = {}
         for name, value in state.items():
             target = self._params[name]
+            if not hasattr(value, "shape"):
+                raise TypeError(f"{name}: expected an array, got {type(value).__name__}")
             if tuple(value.shape) != tuple(target.shape):
                 raise ValueError(f"{name}: shape {tuple(value.shape)} in the state but "
                                  f"{tuple(target.shape)} in the model")
@@ -297,16 +302,20 @@ class GPT:
     # checkpoints and training helpers ------------------------------------------------------
 
     def save(self, path) -> None:
-        """Write `path/model.safetensors` and `path/config.json` (Hugging Face GPT-2 layout)."""
+        """Make `path` a checkpoint directory in the Hugging Face GPT-2 layout
+        (model.safetensors + config.json, with a manifest of their sha256), replaced as one
+        unit: see nanonorm.checkpoint.save."""
         from .checkpoint import save
         save(self, path)
 
     @classmethod
-    def from_pretrained(cls, path, *, dtype: str = "float32", device: str = "cpu") -> "GPT":
+    def from_pretrained(cls, path, *, dtype: str = "float32", device: str = "cpu",
+                        verify: bool = True) -> "GPT":
         """Load a GPT-2 checkpoint directory (ours, save_pretrained's, the original gpt2
-        upload's bare names, or a local Hugging Face cache directory)."""
+        upload's bare names, or a local Hugging Face cache directory). A checkpoint with a
+        manifest is checked against its sha256 first; verify=False skips that."""
         from .checkpoint import load
-        return load(path, dtype=dtype, device=device)
+        return load(path, dtype=dtype, device=device, verify=verify)
 
     @classmethod
     def _from_arrays(cls, config: GPTConfig, arrays: dict, *, dtype, device) -> "GPT":

@@ -7,9 +7,16 @@ that the test "analytic count == allocated count" compares two independent deriv
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 
-__all__ = ["GPTConfig", "PRESETS", "parameter_shapes"]
+__all__ = ["GPTConfig", "PRESETS", "LIMITS", "MAX_PARAMETERS", "parameter_shapes"]
+
+# upper bounds far above any GPT-2 (gpt2-xl: 48 layers, 25 heads, 1600 wide, 50257 tokens,
+# 1024 positions) that keep a hostile or mistyped config from allocating or expanding anything
+LIMITS = {"n_layer": 1024, "n_head": 1024, "n_embd": 65536, "vocab_size": 1 << 24,
+          "block_size": 1 << 20}
+MAX_PARAMETERS = 10**11     # 400 GB in float32: more than any one machine here holds
 
 # name -> GPTConfig fields
 PRESETS: dict[str, dict] = {
@@ -36,18 +43,24 @@ class GPTConfig:
     ln_eps: float = 1e-5
 
     def __post_init__(self):
-        for name in ("n_layer", "n_head", "n_embd", "vocab_size", "block_size"):
+        for name, limit in LIMITS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise ValueError(f"{name} must be a positive int, got {_short(value)}")
+            if value > limit:
+                raise ValueError(f"{name} must be at most {limit:,}, got {value:,}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head "
                              f"({self.n_head})")
         if not isinstance(self.tie_weights, bool):
             raise TypeError(f"tie_weights must be a bool, got {type(self.tie_weights).__name__}")
         if (isinstance(self.ln_eps, bool) or not isinstance(self.ln_eps, numbers.Real)
-                or not self.ln_eps > 0):
-            raise ValueError(f"ln_eps must be a positive number, got {self.ln_eps!r}")
+                or not 0 < self.ln_eps < math.inf):
+            raise ValueError(f"ln_eps must be a finite positive number, got "
+                             f"{_short(self.ln_eps)}")
+        if self.num_parameters() > MAX_PARAMETERS:
+            raise ValueError(f"this configuration has {self.num_parameters():,} parameters, more "
+                             f"than the {MAX_PARAMETERS:,} nanonorm accepts")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "GPTConfig":
@@ -84,6 +97,12 @@ class GPTConfig:
     def num_parameters(self) -> int:
         """The exact number of trainable parameters (tied wte/lm_head counted once)."""
         return self.parameter_breakdown()["total"]["total"]
+
+
+def _short(value, limit: int = 40) -> str:
+    """repr(value), cut to `limit` characters: error messages stay short whatever the input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def parameter_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:

@@ -43,7 +43,8 @@ def test_save_then_from_pretrained_gives_identical_logits(tmp_path, tie):
     cfg = GPTConfig(**{**TINY.__dict__, "tie_weights": tie})
     model = GPT(cfg, seed=4)
     model.save(tmp_path / "ck")
-    assert sorted(os.listdir(tmp_path / "ck")) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path / "ck")) == ["config.json", "model.safetensors",
+                                                   "nanonorm-manifest.json"]
     conf = json.loads((tmp_path / "ck" / "config.json").read_text())
     assert conf["model_type"] == "gpt2" and conf["n_positions"] == 6
     assert conf["tie_word_embeddings"] is tie and conf["layer_norm_epsilon"] == 1e-5
@@ -139,5 +140,7 @@ def test_interrupted_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatc
     monkeypatch.setattr(ckpt, "save_file", crash_midway)
     with pytest.raises(KeyboardInterrupt):
         GPT(TINY, seed=1).save(d)
-    assert sorted(os.listdir(d)) == ["config.json", "model.safetensors"]   # no temp left over
+    assert sorted(os.listdir(d)) == ["config.json", "model.safetensors",
+                                     "nanonorm-manifest.json"]
+    assert sorted(os.listdir(tmp_path)) == ["ck"]                          # no temp left over
     np.testing.assert_array_equal(GPT.from_pretrained(d).forward(IDX)[0], old.forward(IDX)[0])
