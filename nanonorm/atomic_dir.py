@@ -42,6 +42,7 @@ except ImportError:         # Windows
 __all__ = ["MANIFEST_NAME", "ChecksumError", "check_target", "write_unit", "read_unit", "Unit"]
 
 MANIFEST_NAME = "nanonorm-manifest.json"
+PARTIAL_NAME = ".nanonorm-partial"      # files being written, and their writers' temporaries
 MANIFEST_FORMAT = "nanonorm-unit/1"
 MAX_MANIFEST_BYTES = 1 << 20
 READ_ATTEMPTS = 20          # a reader starts over at most this often when units are swapped
@@ -104,21 +105,14 @@ def check_target(path) -> Path:
 def write_unit(target: Path, files: dict[str, Callable[[str], None]], owned: frozenset) -> None:
     """Make `target` (from check_target) hold exactly `files` (name -> write(path)) plus a
     manifest, and the target's entries whose names are not in `owned`, all in one step."""
-    owned = frozenset(owned) | {MANIFEST_NAME}
+    owned = frozenset(owned) | {MANIFEST_NAME, PARTIAL_NAME}
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(target, owned)
     staging, lock = _new_staging(target)
     old = None
     try:
         try:
-            manifest, mode = {}, _umask_mode(staging)
-            for name, write in files.items():
-                write(str(staging / name))
-                os.chmod(staging / name, mode)  # safetensors writes 0600 whatever the umask
-                manifest[name] = _fsync_and_digest(staging / name)
-            text = json.dumps({"format": MANIFEST_FORMAT, "files": manifest}, indent=1) + "\n"
-            (staging / MANIFEST_NAME).write_text(text)
-            _fsync_and_digest(staging / MANIFEST_NAME)
+            _stage(staging, files)
             if target.is_dir():
                 os.chmod(staging, stat.S_IMODE(os.stat(target).st_mode))
                 _link_tree(target, staging, owned)
@@ -135,6 +129,27 @@ def write_unit(target: Path, files: dict[str, Callable[[str], None]], owned: fro
             _retire(old, target, owned)
     finally:
         os.close(lock)
+
+
+def _stage(staging: Path, files: dict[str, Callable[[str], None]]) -> None:
+    """Write each file, then the manifest of their sizes and sha256, into `staging`. Each is
+    written inside a subdirectory and renamed out when complete: a kill leaves the partial file
+    and the temporaries of its writer (safetensors' own .tmp*) where cleaning up finds them."""
+    partial = staging / PARTIAL_NAME
+    os.mkdir(partial, 0o777)
+    mode = _umask_mode(partial)
+
+    def put(name: str, write: Callable[[str], None]) -> dict:
+        write(str(partial / name))
+        os.chmod(partial / name, mode)      # safetensors writes 0600 whatever the umask
+        digest = _fsync_and_digest(partial / name)
+        os.rename(partial / name, staging / name)
+        return digest
+
+    manifest = {name: put(name, write) for name, write in files.items()}
+    text = json.dumps({"format": MANIFEST_FORMAT, "files": manifest}, indent=1) + "\n"
+    put(MANIFEST_NAME, lambda path: Path(path).write_text(text))
+    os.rmdir(partial)
 
 
 def _new_staging(target: Path) -> tuple[Path, int]:
@@ -306,7 +321,10 @@ def _retire(old: Path, new: Path, owned: frozenset | None) -> None:
         src, dst = Path(entry.path), new / entry.name
         try:
             if owned is not None and _is_owned(entry.name, owned):
-                src.unlink()
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(src)
+                else:
+                    src.unlink()
             elif not os.path.lexists(dst):
                 os.rename(src, dst)
             elif entry.is_dir(follow_symlinks=False) and not dst.is_symlink() and dst.is_dir():
