@@ -55,8 +55,10 @@ def load_corpus(path=None, max_bytes: int = DEFAULT_CORPUS_BYTES) -> np.ndarray:
     if path is None:
         return stdlib_corpus(max_bytes)
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"corpus file {str(path)!r} does not exist")
     if not path.is_file():
-        raise FileNotFoundError(f"--data file {str(path)!r} not found")
+        raise OSError(f"corpus {str(path)!r} is not a regular file")
     return np.frombuffer(path.read_bytes(), dtype=np.uint8).copy()
 
 

@@ -18,6 +18,7 @@ __all__ = ["generate", "sample", "filter_top_k", "filter_top_p"]
 
 def filter_top_k(logits: Array, k: int) -> Array:
     """logits (B, V) with everything below each row's k-th largest value set to -inf."""
+    _check(0, 1.0, k, None, None)
     xp = array_namespace(logits)
     if k >= logits.shape[-1]:
         return logits
@@ -28,6 +29,7 @@ def filter_top_k(logits: Array, k: int) -> Array:
 def filter_top_p(probs: Array, p: float) -> Array:
     """probs (B, V) restricted to the smallest set of most likely tokens whose mass reaches p
     (the nucleus), renormalised; a token tied with the least likely kept one is kept too."""
+    _check(0, 1.0, None, p, None)
     xp = array_namespace(probs)
     desc = xp.sort(probs, axis=-1, descending=True)                    # (B, V)
     before = xp.cumulative_sum(desc, axis=-1) - desc                   # mass ranked above each
@@ -41,6 +43,9 @@ def sample(logits: Array, *, temperature: float = 1.0, top_k: int | None = None,
            top_p: float | None = None, rng: np.random.Generator) -> Array:
     """One token id per row of logits (B, V): argmax when temperature == 0, otherwise a draw
     from softmax(logits / temperature) after the top-k / top-p filters."""
+    _check(0, temperature, top_k, top_p, None)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     xp = array_namespace(logits)
     if temperature == 0:
         return xp.argmax(logits, axis=-1)                             # (B,)
@@ -57,7 +62,7 @@ def sample(logits: Array, *, temperature: float = 1.0, top_k: int | None = None,
     return xp.clip(ids, max=logits.shape[-1] - 1)                      # (B,)
 
 
-def _check(max_new_tokens, temperature, top_k, top_p) -> None:
+def _check(max_new_tokens, temperature, top_k, top_p, seed) -> None:
     if (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral)
             or max_new_tokens < 0):
         raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
@@ -70,6 +75,26 @@ def _check(max_new_tokens, temperature, top_k, top_p) -> None:
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, numbers.Real)
                               or not 0 < top_p <= 1):
         raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                             or seed < 0):
+        raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
+
+
+def _prompt(model, idx):
+    """(ids (B, T) in the model's library, whether idx was 1-D); every check names idx."""
+    if isinstance(idx, (list, tuple)):
+        try:
+            idx = np.asarray(idx)
+        except ValueError:
+            raise ValueError("idx must be a rectangular (batch, positions) or (positions,) "
+                             "sequence of token ids") from None
+    flat = getattr(idx, "ndim", None) == 1
+    ids = model._ids("idx", idx[None, :] if flat else idx)             # (B, T)
+    if ids.shape[1] > model.config.block_size:
+        raise ValueError(f"idx has {ids.shape[1]} positions but the model's block_size is "
+                         f"{model.config.block_size}: pass at most the last "
+                         f"{model.config.block_size} ids")
+    return ids, flat
 
 
 def _crop(ids: Array, block: int) -> Array:
@@ -81,18 +106,16 @@ def generate(model, idx, max_new_tokens: int, *, temperature: float = 1.0, top_k
              top_p=None, seed=None) -> Array:
     """idx (B, T) or (T,) followed by max_new_tokens ids, in the model's array library.
 
-    The context is cropped to the last block_size ids. While it fits, each new token costs one
-    position through the KV cache; once the window slides, positions shift and the window is
-    recomputed from scratch each step (as nanoGPT does).
+    The prompt must fit in block_size positions (a longer one is refused, not cropped); the
+    output may grow past it. While the context fits, each new token costs one position
+    through the KV cache; once the window slides, positions shift and the last block_size ids
+    are recomputed from scratch each step (as nanoGPT does).
     """
-    _check(max_new_tokens, temperature, top_k, top_p)
-    if isinstance(idx, (list, tuple)):
-        idx = np.asarray(idx)
-    flat = getattr(idx, "ndim", None) == 1
-    ids = model._ids("idx", idx[None, :] if flat else idx)             # (B, T)
+    _check(max_new_tokens, temperature, top_k, top_p, seed)
+    ids, flat = _prompt(model, idx)                                    # (B, T)
     xp, block = model.xp, model.config.block_size
     rng = np.random.default_rng(seed)
-    logits, kv = model.forward_kv(_crop(ids, block))                   # (B, V)
+    logits, kv = model.forward_kv(ids)                                 # (B, V)
     new = []
     for n in range(max_new_tokens):
         nxt = xp.astype(sample(logits, temperature=temperature, top_k=top_k, top_p=top_p,

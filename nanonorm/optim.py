@@ -17,6 +17,7 @@ __all__ = ["AdamW", "clip_grad_norm", "cosine_lr"]
 
 
 def _number(name: str, value, lo: float, hi: float = math.inf, *, lo_open=False) -> float:
+    """A finite float in [lo, hi) ((lo, hi) when lo_open); NaN and inf never pass."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
@@ -25,10 +26,27 @@ def _number(name: str, value, lo: float, hi: float = math.inf, *, lo_open=False)
     return value
 
 
+def _count(name: str, value, lo: int = 0) -> int:
+    """An int >= lo (bool refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < lo:
+        raise ValueError(f"{name} must be an int >= {lo}, got {value}")
+    return int(value)
+
+
+def _betas(betas) -> tuple[float, float]:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    return (_number("betas[0]", betas[0], 0.0, 1.0), _number("betas[1]", betas[1], 0.0, 1.0))
+
+
 class AdamW:
     """AdamW over a dict of arrays. `no_decay`: names that get no weight decay (biases, norms).
 
-    `lr` may be changed between steps (e.g. `opt.lr = cosine_lr(step, ...)`).
+    `lr` may be changed between steps (e.g. `opt.lr = cosine_lr(step, ...)`); like every
+    hyperparameter it must be finite and non-negative. `step` and `load_state_dict` check all
+    their input before they change anything.
     """
 
     def __init__(self, params: dict, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
@@ -36,38 +54,69 @@ class AdamW:
         if not isinstance(params, dict) or not params:
             raise TypeError("params must be a non-empty dict of name -> array")
         self.params = params                    # the live dict: updated in place
-        self.lr = _number("lr", lr, 0.0)
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = (_number("betas[0]", betas[0], 0.0, 1.0),
-                      _number("betas[1]", betas[1], 0.0, 1.0))
+        self.lr = lr
+        self.betas = _betas(betas)
         self.eps = _number("eps", eps, 0.0, lo_open=True)
         self.weight_decay = _number("weight_decay", weight_decay, 0.0)
-        self.no_decay = frozenset(no_decay)
-        if not self.no_decay <= params.keys():
-            raise ValueError(f"no_decay names not in params: "
-                             f"{sorted(self.no_decay - params.keys())}")
+        self.no_decay = self._no_decay(no_decay)
         xp = array_namespace(*params.values(), names=tuple(params))
         self.m = {n: xp.zeros_like(p) for n, p in params.items()}   # first moments
         self.v = {n: xp.zeros_like(p) for n, p in params.items()}   # second moments
         self.steps = {n: 0 for n in params}     # per tensor, as torch counts them
 
+    @property
+    def lr(self) -> float:
+        return self._lr
+
+    @lr.setter
+    def lr(self, value) -> None:
+        self._lr = _number("lr", value, 0.0)
+
+    def _no_decay(self, names) -> frozenset:
+        if isinstance(names, str) or not isinstance(names, (set, frozenset, list, tuple)):
+            raise TypeError(f"no_decay must be a collection of parameter names, got "
+                            f"{type(names).__name__}")
+        names = frozenset(names)
+        if not names <= self.params.keys():
+            raise ValueError(f"no_decay names not in params: "
+                             f"{sorted(map(str, names - self.params.keys()))}")
+        return names
+
     def step(self, grads: dict) -> None:
-        """One update of every parameter named in `grads` (the others are left alone)."""
+        """One update of every parameter named in `grads` (the others are left alone).
+
+        Every gradient is checked (name, array type, dtype, shape) before any parameter or
+        step counter changes."""
+        if not isinstance(grads, dict):
+            raise TypeError(f"grads must be a dict of name -> array, got {type(grads).__name__}")
         unknown = grads.keys() - self.params.keys()
         if unknown:
-            raise ValueError(f"gradients for unknown parameters: {sorted(unknown)}")
+            raise ValueError(f"gradients for unknown parameters: {sorted(map(str, unknown))}")
+        for name, g in grads.items():
+            self._check_like(f"gradient {name!r}", g, self.params[name], "its parameter")
         beta1, beta2 = self.betas
         for name, g in grads.items():
             p = self.params[name]
-            if tuple(g.shape) != tuple(p.shape):
-                raise ValueError(f"gradient {name!r} has shape {tuple(g.shape)}, parameter "
-                                 f"{tuple(p.shape)}")
             self.steps[name] += 1
             wd = 0.0 if name in self.no_decay else self.weight_decay
             resolve("adamw_step", p)(p, g, self.m[name], self.v[name], lr=self.lr, beta1=beta1,
                                      beta2=beta2, eps=self.eps, weight_decay=wd,
                                      step=self.steps[name])
+
+    @staticmethod
+    def _check_like(what: str, x, target, target_what: str) -> None:
+        """x must be an array of target's library, dtype and shape."""
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            raise TypeError(f"{what} must be an array, got {type(x).__name__}")
+        if backend_name(x) != backend_name(target):
+            raise TypeError(f"{what} is a {backend_name(x)} array but {target_what} is a "
+                            f"{backend_name(target)} array")
+        if x.dtype != target.dtype:
+            raise TypeError(f"{what} has dtype {x.dtype} but {target_what} has dtype "
+                            f"{target.dtype}")
+        if tuple(x.shape) != tuple(target.shape):
+            raise ValueError(f"{what} has shape {tuple(x.shape)}, {target_what} "
+                             f"{tuple(target.shape)}")
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs: the moments (the arrays themselves), step counts and
@@ -76,31 +125,55 @@ class AdamW:
                 "lr": self.lr, "betas": self.betas, "eps": self.eps,
                 "weight_decay": self.weight_decay, "no_decay": sorted(self.no_decay)}
 
+    _STATE_KEYS = frozenset({"m", "v", "steps", "lr", "betas", "eps", "weight_decay",
+                             "no_decay"})
+
     def load_state_dict(self, state: dict) -> None:
-        """Restore a state_dict(); validated in full before anything changes."""
+        """Restore a state_dict(). Everything is checked first (keys, the moments' names,
+        shapes and values, step counts, hyperparameters); a bad state changes nothing.
+        Hyperparameters absent from `state` keep their current values."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        unknown = state.keys() - self._STATE_KEYS
+        if unknown:
+            raise ValueError(f"optimizer state has unknown keys {sorted(map(str, unknown))}")
         for key in ("m", "v", "steps"):
-            if key not in state or set(state[key]) != set(self.params):
-                raise ValueError(f"optimizer state {key!r} must name exactly the parameters")
-        staged = {}
-        for key in ("m", "v"):
-            for name, value in state[key].items():
-                target = getattr(self, key)[name]
-                if tuple(value.shape) != tuple(target.shape):
-                    raise ValueError(f"optimizer state {key}[{name!r}] has shape "
-                                     f"{tuple(value.shape)}, expected {tuple(target.shape)}")
-                if backend_name(value) != backend_name(target):
-                    value = to_numpy(value)
-                xp = array_namespace(target)
-                staged[key, name] = xp.asarray(value, dtype=target.dtype,
-                                               device=array_device(target))
-        for (key, name), value in staged.items():
-            getattr(self, key)[name][...] = value
-        self.steps = {n: int(s) for n, s in state["steps"].items()}
-        self.lr = float(state.get("lr", self.lr))
-        self.betas = tuple(float(b) for b in state.get("betas", self.betas))
-        self.eps = float(state.get("eps", self.eps))
-        self.weight_decay = float(state.get("weight_decay", self.weight_decay))
-        self.no_decay = frozenset(state.get("no_decay", self.no_decay))
+            if not isinstance(state.get(key), dict) or set(state[key]) != set(self.params):
+                raise ValueError(f"optimizer state {key!r} must be a dict naming exactly the "
+                                 f"parameters")
+        steps = {n: _count(f"optimizer state steps[{n!r}]", s) for n, s in state["steps"].items()}
+        lr = _number("lr", state.get("lr", self.lr), 0.0)
+        betas = _betas(state.get("betas", self.betas))
+        eps = _number("eps", state.get("eps", self.eps), 0.0, lo_open=True)
+        weight_decay = _number("weight_decay", state.get("weight_decay", self.weight_decay), 0.0)
+        no_decay = self._no_decay(state.get("no_decay", self.no_decay))
+        staged = {key: {n: self._staged(key, n, a) for n, a in state[key].items()}
+                  for key in ("m", "v")}
+        for key, arrays in staged.items():
+            for name, value in arrays.items():
+                getattr(self, key)[name][...] = value
+        self.steps, self._lr, self.betas, self.eps = steps, lr, betas, eps
+        self.weight_decay, self.no_decay = weight_decay, no_decay
+
+    def _staged(self, key: str, name: str, value):
+        """A moment converted to its target's library, dtype and device; finite (v >= 0)."""
+        what, target = f"optimizer state {key}[{name!r}]", getattr(self, key)[name]
+        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+            raise TypeError(f"{what} must be an array, got {type(value).__name__}")
+        if tuple(value.shape) != tuple(target.shape):
+            raise ValueError(f"{what} has shape {tuple(value.shape)}, expected "
+                             f"{tuple(target.shape)}")
+        if backend_name(value) != backend_name(target):
+            value = to_numpy(value)
+        if getattr(value.dtype, "kind", None) != "f":        # NumPy / CuPy dtypes
+            raise TypeError(f"{what} must be a floating-point array, got dtype {value.dtype}")
+        xp = array_namespace(target)
+        value = xp.asarray(value, dtype=target.dtype, device=array_device(target))
+        finite = xp.all(xp.isfinite(value))
+        if not bool(finite if key == "m" else finite & xp.all(value >= 0)):
+            raise ValueError(f"{what} holds values that are not finite"
+                             f"{'' if key == 'm' else ' and non-negative'}")
+        return value
 
 
 def clip_grad_norm(grads: dict, max_norm: float) -> Array:
@@ -122,7 +195,17 @@ def clip_grad_norm(grads: dict, max_norm: float) -> Array:
 
 def cosine_lr(step: int, *, max_lr: float, warmup: int, total: int, min_lr: float = 0.0) -> float:
     """Linear warmup over `warmup` steps to max_lr, then a cosine down to min_lr at `total`;
-    min_lr afterwards. `step` counts from 0."""
+    min_lr afterwards. `step` counts from 0. Rates must be finite with 0 <= min_lr <= max_lr,
+    and 0 <= warmup <= total."""
+    step = _count("step", step)
+    total = _count("total", total, 1)
+    warmup = _count("warmup", warmup)
+    if warmup > total:
+        raise ValueError(f"warmup ({warmup}) must not exceed total ({total})")
+    max_lr = _number("max_lr", max_lr, 0.0)
+    min_lr = _number("min_lr", min_lr, 0.0)
+    if min_lr > max_lr:
+        raise ValueError(f"min_lr ({min_lr}) must not exceed max_lr ({max_lr})")
     if step < warmup:
         return max_lr * (step + 1) / warmup
     if step >= total:

@@ -6,7 +6,9 @@ COLUMNS = ("embeddings", "attention", "mlp", "layernorm", "unembedding")
 
 
 def configure(parser) -> None:
-    parser.add_argument("presets", nargs="*", help="presets to show (default: all)")
+    from ..gpt_config import PRESETS
+    parser.add_argument("presets", nargs="*", metavar="PRESET",
+                        help=f"presets to show: {', '.join(PRESETS)} (default: all)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -32,7 +34,9 @@ def run(args) -> int:
     names = args.presets or list(PRESETS)
     unknown = [n for n in names if n not in PRESETS]
     if unknown:
-        raise SystemExit(f"unknown preset(s) {unknown}; valid presets: {', '.join(PRESETS)}")
+        from ..cli import UsageError
+        raise UsageError(f"argument PRESET: unknown preset(s) {', '.join(map(repr, unknown))}; "
+                         f"valid presets: {', '.join(PRESETS)}")
     rows = table(names)
     if args.json:
         print(json.dumps(rows, indent=2))
