@@ -65,3 +65,25 @@ def test_preset_overrides():
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GPTConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_layer=10**6, n_head=1, n_embd=4), "n_layer must be at most 1,024"),
+    (dict(n_layer=10**400, n_head=1, n_embd=4), "n_layer must be at most"),
+    (dict(n_layer=1, n_head=1, n_embd=4, vocab_size=10**12), "vocab_size must be at most"),
+    (dict(n_layer=1, n_head=1, n_embd=4, block_size=10**9), "block_size must be at most"),
+    (dict(n_layer=1, n_head=1, n_embd=4, ln_eps=math.inf), "ln_eps must be a finite"),
+    (dict(n_layer=1, n_head=1, n_embd=4, ln_eps=math.nan), "ln_eps must be a finite"),
+    (dict(n_layer=1, n_head=1, n_embd=4, ln_eps=True), "ln_eps"),
+    (dict(n_layer="x" * 10**6, n_head=1, n_embd=4), "n_layer must be a positive int"),
+    # every field within its limit, the whole far beyond any machine
+    (dict(n_layer=1024, n_head=1024, n_embd=65536), "parameters, more than"),
+])
+def test_absurd_configs_are_refused_at_once_and_briefly(kwargs, match):
+    with pytest.raises(ValueError, match=match) as info:
+        GPTConfig(**kwargs)
+    assert len(str(info.value)) < 200
+
+
+def test_the_largest_presets_are_within_the_limits():
+    assert GPTConfig.preset("gpt2-xl", block_size=1 << 20).num_parameters() > 1e9
