@@ -48,7 +48,7 @@ class GPTConfig:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {_short(value)}")
             if value > limit:
-                raise ValueError(f"{name} must be at most {limit:,}, got {value:,}")
+                raise ValueError(f"{name} must be at most {limit:,}, got {_short(value)}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head "
                              f"({self.n_head})")
@@ -101,6 +101,8 @@ class GPTConfig:
 
 def _short(value, limit: int = 40) -> str:
     """repr(value), cut to `limit` characters: error messages stay short whatever the input."""
+    if isinstance(value, int) and not -10**limit < value < 10**limit:
+        return f"an integer of {value.bit_length():,} bits"   # repr may even refuse it
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 

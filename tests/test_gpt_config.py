@@ -70,6 +70,7 @@ def test_config_validation(kwargs, match):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(n_layer=10**6, n_head=1, n_embd=4), "n_layer must be at most 1,024"),
     (dict(n_layer=10**400, n_head=1, n_embd=4), "n_layer must be at most"),
+    (dict(n_layer=10**5000, n_head=1, n_embd=4), "n_layer must be at most.*integer of"),
     (dict(n_layer=1, n_head=1, n_embd=4, vocab_size=10**12), "vocab_size must be at most"),
     (dict(n_layer=1, n_head=1, n_embd=4, block_size=10**9), "block_size must be at most"),
     (dict(n_layer=1, n_head=1, n_embd=4, ln_eps=math.inf), "ln_eps must be a finite"),
