@@ -161,10 +161,13 @@ def _new_staging(target: Path) -> tuple[Path, int]:
             os.mkdir(staging, 0o777)
         except FileExistsError:
             continue
-        fd = os.open(staging, os.O_RDONLY)
+        try:    # until it is locked, another save's cleanup may take it for stale
+            fd = os.open(staging, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
-        if _is_ours(staging, fd):   # a cleaner may have taken it for stale before the lock
+        if _is_ours(staging, fd):
             return staging, fd
         os.close(fd)
 
