@@ -16,8 +16,9 @@ A staging directory carries its writer's pid and is flock-ed while in use; a lat
 the unlocked ones that earlier kills left. Where `renameat2` is missing (not Linux, or a
 filesystem that refuses the exchange) the fallback renames the old directory aside and the new
 one in: for that instant the path is missing (readers retry), and a kill right then leaves the
-previous unit under the hidden `.<name>.nanonorm-*` name until the next save. Without `flock`
-(Windows) stale staging directories are kept rather than risk deleting a live writer's.
+previous unit under the hidden `.<name>.nanonorm-*-old` name until the next save restores it
+before it begins. Without `flock` (Windows) stale staging directories are kept rather than risk
+deleting a live writer's.
 """
 from __future__ import annotations
 
@@ -206,7 +207,10 @@ def _remove_stale(target: Path, owned: frozenset) -> None:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            _retire(Path(entry.path), target, owned)
+            if entry.name.endswith("-old") and not os.path.lexists(target):
+                os.rename(entry.path, target)   # the fallback was killed between its renames
+            else:
+                _retire(Path(entry.path), target, owned)
         except OSError:     # BlockingIOError: a live writer holds it
             pass
         finally:
@@ -405,7 +409,7 @@ class Unit:
     directory handle (where the OS allows), and with `verify` through the manifest, if any."""
 
     def __init__(self, root: Path, verify: bool):
-        self.root, self.verify = Path(root), verify
+        self.root = Path(root)
         self._fd = None
         try:
             if os.open in os.supports_dir_fd:

@@ -433,3 +433,15 @@ def test_concurrent_writers_leave_one_whole_unit_and_no_leftovers(tmp_path):
     tag = which(GPT.from_pretrained(tmp_path / "ck"), known)
     assert ckpt.read_train_state(tmp_path / "ck")[1] == {"tag": tag}
     assert leftovers(tmp_path) == []
+
+
+def test_a_fallback_killed_between_its_renames_is_restored_by_the_next_save(tmp_path):
+    d = tmp_path / "ck"
+    GPT(SMALL).save(d)
+    (d / "tokenizer.json").write_text("{}")
+    os.rename(d, tmp_path / f"{STAGING}999999-0123456789ab-old")   # moved aside, then killed
+    model = GPT(LARGE, seed=4)
+    model.save(d)
+    which(GPT.from_pretrained(d), {"large": model})
+    assert (d / "tokenizer.json").read_text() == "{}"
+    assert leftovers(tmp_path) == []
