@@ -14,6 +14,7 @@ safetensors header against it before any tensor is read. No torch needed: safete
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -313,22 +314,16 @@ def _check_verify(verify) -> None:
         raise TypeError(f"verify must be True or False, got {_short(verify)}")
 
 
-class _opened:
-    """safe_open(path) whose errors become OSError naming the file."""
-
-    def __init__(self, path: str, file):
-        self.path, self.file = path, file
-
-    def __enter__(self):
-        try:
-            self._cm = safe_open(self.path, framework="np")
-            return self._cm.__enter__()
-        except Exception as e:   # safetensors raises its own error types
-            raise OSError(f"{self.file}: not a readable safetensors file "
-                          f"({_short(str(e), 200)})") from None
-
-    def __exit__(self, *exc):
-        return self._cm.__exit__(*exc)
+@contextlib.contextmanager
+def _opened(path: str, file):
+    """safe_open(path), its errors as OSError naming the file."""
+    try:
+        handle = safe_open(path, framework="np")
+    except Exception as e:   # safetensors raises its own error types
+        raise OSError(f"{file}: not a readable safetensors file ({_short(str(e), 200)})") \
+            from None
+    with handle as st:
+        yield st
 
 
 def _tensor(st, key: str, file) -> np.ndarray:
