@@ -151,6 +151,7 @@ def train(args, *, on_step=None) -> list[float]:
 
 
 def _loop(r: Run, args, on_step) -> list[float]:
+    import numpy as np
     from tqdm import tqdm
 
     from ..optim import clip_grad_norm, cosine_lr
@@ -161,7 +162,9 @@ def _loop(r: Run, args, on_step) -> list[float]:
     bar = tqdm(range(r.start, r.stop), initial=r.start, total=r.stop,
                disable=args.no_progress, unit="step", dynamic_ncols=True)
     t0, tokens = time.perf_counter(), 0
-    with _Signals() as signals, bar:
+    # non-finite values are reported by _finite, with the step: NumPy's warnings would repeat it
+    with _Signals() as signals, bar, np.errstate(over="ignore", invalid="ignore",
+                                                 divide="ignore"):
         for step in bar:
             x, y = _batch(r.train_data, s, r.rng)
             opt.lr = cosine_lr(step, max_lr=s["lr"], warmup=s["warmup"], total=s["steps"],
@@ -173,8 +176,9 @@ def _loop(r: Run, args, on_step) -> list[float]:
             done = step + 1
             pending.append((done, loss, norm))
             tokens += x.size
+            stopping = signals.received     # read once: one that comes later waits a step
             log = done % args.log_every == 0 or done == r.stop
-            save = done % args.checkpoint_every == 0 or done == r.stop or signals.received
+            save = done % args.checkpoint_every == 0 or done == r.stop or stopping
             if log or save:         # read back once per log or save, never saving a NaN
                 losses += _finite(pending, out, saved)
                 pending.clear()
@@ -188,11 +192,10 @@ def _loop(r: Run, args, on_step) -> list[float]:
                 save_state(out, model, opt, r.rng, done, r.stop, s)
                 saved = done
                 t0 = time.perf_counter()         # tokens/s counts training time only
-            if signals.received:
-                name = signal.Signals(signals.received).name
-                raise Stopped(f"{name} received: stopped after step {done} of {r.stop}; its "
-                              f"checkpoint is in {out}/ (continue with: nanonorm train "
-                              f"--out {out} --resume)", 128 + signals.received)
+            if stopping:
+                raise Stopped(f"{signal.Signals(stopping).name} received: stopped after step "
+                              f"{done} of {r.stop}; its checkpoint is in {out}/ (continue "
+                              f"with: nanonorm train --out {out} --resume)", 128 + stopping)
             if on_step is not None:
                 on_step(step)
     return losses
@@ -377,7 +380,7 @@ def _resumed(out: Path, args) -> Run:
         if stop > s["steps"] and not args.extend:
             raise UsageError(f"argument --steps: {stop} is past the end of this run's LR "
                              f"schedule (step {s['steps']}, fixed when it started); pass "
-                             f"--extend to run the extra steps at --min-lr {s['min_lr']}")
+                             f"--extend to run the extra steps at --min-lr {s['min_lr']:g}")
     if args.data is not None:
         s["data"] = str(Path(args.data).resolve())     # the same corpus, maybe moved
     train_data, val_data, corpus = _corpus(s["data"], s["block_size"])

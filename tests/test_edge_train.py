@@ -1,0 +1,190 @@
+"""`nanonorm train` never loses work: an existing run is kept, a resumed run keeps its settings
+and its schedule, a diverging run saves nothing, and a run killed at any moment (SIGKILL) or
+stopped with SIGINT / SIGTERM resumes bit-identically, whatever the thread count."""
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nanonorm import cli
+from nanonorm.checkpoint import is_checkpoint, read_checkpoint, read_train_state
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 60 + "héllo wörld\n" * 20
+THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text(TEXT)
+    return path
+
+
+def argv(corpus, out, *extra):
+    return ["train", "--preset", "tiny", "--data", str(corpus), "--block-size", "16",
+            "--batch-size", "4", "--lr", "3e-3", "--log-every", "1", "--checkpoint-every", "3",
+            "--no-progress", "--out", str(out), *extra]
+
+
+def files(out) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def exit_code(args) -> int:
+    try:
+        return cli.main(args)
+    except SystemExit as e:
+        return e.code
+
+
+def state(out):
+    """Everything a checkpoint holds that a resumed run depends on, as comparable values."""
+    _, weights = read_checkpoint(out)
+    tensors, meta = read_train_state(out)
+    return weights, tensors, {k: meta[k] for k in ("step", "stop", "rng", "optim", "settings")}
+
+
+def assert_same_state(a, b) -> None:
+    (wa, ta, ma), (wb, tb, mb) = a, b
+    assert ma == mb
+    for x, y in ((wa, wb), (ta, tb)):
+        assert x.keys() == y.keys()
+        for name in x:
+            differ = int(np.count_nonzero(x[name] != y[name]))
+            assert differ == 0, f"{name}: {differ} of {x[name].size} elements differ"
+
+
+def test_an_existing_run_is_kept_without_overwrite(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(argv(corpus, out, "--steps", "3")) == 0
+    before = files(out)
+    assert exit_code(argv(corpus, out, "--steps", "3", "--seed", "1")) == 2
+    assert "--resume" in capsys.readouterr().err and files(out) == before
+    assert cli.main(argv(corpus, out, "--steps", "3", "--seed", "1", "--overwrite")) == 0
+    after = files(out)
+    assert after["model.safetensors"] != before["model.safetensors"]
+    assert json_settings(out)["seed"] == 1
+
+
+def json_settings(out) -> dict:
+    import json
+    return json.loads(read_train_state(out)[1]["settings"])
+
+
+@pytest.mark.parametrize("extra, option", [
+    (["--lr", "1e-2"], "--lr"), (["--preset", "mini"], "--preset"),
+    (["--batch-size", "5"], "--batch-size"), (["--block-size", "12"], "--block-size"),
+    (["--seed", "4"], "--seed"), (["--min-lr", "0"], "--min-lr"), (["--warmup", "2"], "--warmup"),
+    (["--weight-decay", "0"], "--weight-decay"), (["--dtype", "float64"], "--dtype"),
+    (["--data", "{other}"], "--data"),
+], ids=lambda v: v if isinstance(v, str) else " ".join(v))
+def test_resume_refuses_settings_that_conflict_with_the_saved_run(extra, option, corpus,
+                                                                  tmp_path, capsys):
+    out, other = tmp_path / "run", tmp_path / "other.txt"
+    other.write_text(TEXT.upper())
+    assert cli.main(argv(corpus, out, "--steps", "3")) == 0
+    before = files(out)
+    extra = [e.format(other=other) for e in extra]
+    assert exit_code(argv(corpus, out, "--steps", "3", "--resume", *extra)) == 2
+    err = capsys.readouterr().err
+    assert option in err and len(err.strip().splitlines()) == 1, err
+    assert files(out) == before
+
+
+def lrs(printed: str) -> list[float]:
+    return [float(v) for v in re.findall(r"lr (\S+)  grad", printed)]
+
+
+def test_the_schedule_is_fixed_when_the_run_starts(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(argv(corpus, out, "--steps", "4", "--warmup", "0")) == 0
+    capsys.readouterr()
+    assert exit_code(argv(corpus, out, "--steps", "6", "--resume")) == 2     # past its end
+    assert "--extend" in capsys.readouterr().err
+    assert cli.main(argv(corpus, out, "--steps", "3", "--resume")) == 0      # already past 3
+    assert "nothing to do" in capsys.readouterr().out
+    assert cli.main(argv(corpus, out, "--steps", "6", "--resume", "--extend")) == 0
+    assert lrs(capsys.readouterr().out) == [3e-4, 3e-4]      # the extra steps run at min_lr
+    assert read_train_state(out)[1]["step"] == "6"
+    assert cli.main(argv(corpus, out, "--resume")) == 0      # the stop (6) is kept too
+    assert "already at step 6 of 6" in capsys.readouterr().out
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_finite_checkpoint(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = exit_code(argv(corpus, out, "--steps", "10", "--warmup", "0", "--lr", "1e30",
+                          "--checkpoint-every", "1"))
+    err = capsys.readouterr().err
+    assert code == 1 and "diverged at step 2" in err and "checkpoint of step 1" in err, err
+    assert read_train_state(out)[1]["step"] == "1"
+    _, weights = read_checkpoint(out)
+    assert all(np.isfinite(w).all() for w in weights.values())
+
+
+# real processes: SIGKILL, SIGINT, SIGTERM ---------------------------------------------------
+
+STEPS = "40"
+
+
+def start(corpus, out, threads: int):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{k: str(threads) for k in THREAD_VARS})
+    args = argv(corpus, out, "--steps", STEPS) + (["--resume"] if is_checkpoint(out) else [])
+    return subprocess.Popen([sys.executable, "-m", "nanonorm", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for_a_step(proc) -> bool:
+    """True once the process has printed a step; False if it ended without one (a resumed
+    run that had nothing left to do)."""
+    return any(line.startswith("step") for line in proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    proc = start(corpus, out, threads=1)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    return state(out)
+
+
+def test_sigkill_at_random_moments_then_resume_is_bit_identical(corpus, tmp_path,
+                                                                uninterrupted):
+    seed = random.SystemRandom().randrange(2**32)
+    rng, out, runs = random.Random(seed), tmp_path / "run", []
+    for kill in range(4):                     # 3 kills at random moments, then to the end
+        threads = 2 if kill % 2 == 0 else 1   # killed on 2 threads, resumed on 1, ...
+        proc = start(corpus, out, threads)
+        if kill < 3 and wait_for_a_step(proc):
+            try:
+                proc.wait(timeout=rng.uniform(0.0, 0.3))
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=300)
+        runs.append((threads, proc.returncode))
+        assert proc.returncode in ((0, -signal.SIGKILL) if kill < 3 else (0,)), err[-2000:]
+    assert_same_state(state(out), uninterrupted), f"seed {seed}, runs {runs}"
+
+
+@pytest.mark.parametrize("sig, threads", [(signal.SIGINT, 2), (signal.SIGTERM, 1)],
+                         ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_the_last_step_and_resuming_is_bit_identical(sig, threads, corpus,
+                                                                    tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    proc = start(corpus, out, threads)
+    assert wait_for_a_step(proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + sig, err[-2000:]
+    stopped = re.search(r"stopped after step (\d+) of 40; its checkpoint is in (\S+)/", err)
+    assert stopped and stopped.group(2) == str(out), err
+    assert read_train_state(out)[1]["step"] == stopped.group(1)
+    proc = start(corpus, out, 3 - threads)             # resumed on the other thread count
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert_same_state(state(out), uninterrupted)
