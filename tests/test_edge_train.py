@@ -115,6 +115,20 @@ def test_the_schedule_is_fixed_when_the_run_starts(corpus, tmp_path, capsys):
     assert "already at step 6 of 6" in capsys.readouterr().out
 
 
+def test_resume_says_plainly_when_the_numerics_changed(corpus, tmp_path, capsys, monkeypatch):
+    from nanonorm.commands import train as train_cmd
+    out = tmp_path / "run"
+    assert cli.main(argv(corpus, out, "--steps", "3")) == 0
+    assert cli.main(argv(corpus, out, "--steps", "3", "--resume")) == 0
+    assert "warning" not in capsys.readouterr().err            # same code: nothing to say
+    real = train_cmd._numerics
+    upgraded = lambda model: {**real(model), "source": "0" * 16, "cpu": "another cpu"}
+    monkeypatch.setattr(train_cmd, "_numerics", upgraded)      # as after an upgrade or a move
+    assert cli.main(argv(corpus, out, "--steps", "4", "--resume", "--extend")) == 0
+    err = capsys.readouterr().err
+    assert "source, cpu changed" in err and "not bit-identically" in err, err
+
+
 def test_a_diverging_run_stops_and_keeps_the_last_finite_checkpoint(corpus, tmp_path, capsys):
     out = tmp_path / "run"
     code = exit_code(argv(corpus, out, "--steps", "10", "--warmup", "0", "--lr", "1e30",

@@ -128,6 +128,7 @@ class Run:
     train_data: object
     val_data: object
     out: Path
+    numerics: dict          # what the numbers depend on besides the state (see _numerics)
 
 
 def train(args, *, on_step=None) -> list[float]:
@@ -189,7 +190,7 @@ def _loop(r: Run, args, on_step) -> list[float]:
                           f"grad norm {float(norm):.3f}  {rate:,.0f} tok/s")
                 t0, tokens = time.perf_counter(), 0
             if save:
-                save_state(out, model, opt, r.rng, done, r.stop, s)
+                save_state(out, model, opt, r.rng, done, r.stop, s, r.numerics)
                 saved = done
                 t0 = time.perf_counter()         # tokens/s counts training time only
             if stopping:
@@ -321,7 +322,7 @@ def _fresh(out: Path, args) -> Run:
                                    device=args.device))
     opt = model.configure_optimizer(lr=s["lr"], weight_decay=s["weight_decay"])
     return Run(model, opt, np.random.default_rng(args.seed), 0, args.steps, s, train_data,
-               val_data, out)
+               val_data, out, _numerics(model))
 
 
 def _corpus(path, block: int):
@@ -406,7 +407,15 @@ def _resumed(out: Path, args) -> Run:
     kept = ", ".join(f"{k} {s[k]}" for k in SETTINGS if k != "steps")
     print(f"resuming {out}/ at step {step}, stopping at {stop} (LR schedule of {s['steps']} "
           f"steps); the run keeps its settings: {kept}", flush=True)
-    return Run(model, opt, rng, step, stop, s, train_data, val_data, out)
+    numerics = _numerics(model)
+    saved = json.loads(meta.get("numerics", "{}"))
+    changed = [k for k in numerics if saved.get(k) != numerics[k]]
+    if changed:
+        print(f"nanonorm train: warning: {', '.join(changed)} changed since step {step} was "
+              f"saved{' (or were not recorded)' if not saved else ''}: the run continues "
+              f"from its saved state, but not bit-identically to an uninterrupted run",
+              file=sys.stderr, flush=True)
+    return Run(model, opt, rng, step, stop, s, train_data, val_data, out, numerics)
 
 
 def _check_agreement(args, s: dict) -> None:
@@ -419,7 +428,51 @@ def _check_agreement(args, s: dict) -> None:
                          f"replace this one with --overwrite)")
 
 
-def save_state(out: Path, model, opt, rng, step: int, stop: int, settings: dict) -> None:
+def _numerics(model) -> dict:
+    """Besides the saved state, what decides the bits of every step: the source of the ops,
+    kernels, model and optimizer, which implementation each op runs, the libraries that
+    compute, and the CPU (Numba compiles for it; reduction order follows its vector width).
+    The thread count is not here: results do not depend on it."""
+    import hashlib
+    import importlib
+    import platform
+
+    import numpy as np
+
+    from .. import dispatch
+
+    kernels = "nanonorm.kernels.cuda" if model.device == "cuda" else "nanonorm.kernels.cpu"
+    sources = hashlib.sha256()
+    for name in ("nanonorm.backend", "nanonorm.functional", "nanonorm.gpt", "nanonorm.gpt_config",
+                 "nanonorm.optim", "nanonorm.data", "nanonorm.ops", kernels):
+        try:
+            module = importlib.import_module(name)
+        except Exception:       # an implementation that cannot load: the table below says so
+            continue
+        files = (sorted(Path(module.__path__[0]).glob("*.py")) if hasattr(module, "__path__")
+                 else [Path(module.__file__)])
+        for file in files:
+            sources.update(file.name.encode() + b"\0" + file.read_bytes())
+    probe = model.xp.empty(0, dtype=model._xp_dtype)
+    versions = {"numpy": np.__version__}
+    for dist in ("numba", "llvmlite") + (("cupy",) if model.device == "cuda" else ()):
+        try:
+            versions[dist] = importlib.import_module(dist).__version__
+        except ImportError:
+            pass
+    try:
+        import llvmlite.binding as llvm
+        cpu = llvm.get_host_cpu_name()
+    except ImportError:
+        cpu = platform.processor()
+    return {"source": sources.hexdigest()[:16],
+            "implementations": {op: dispatch.implementation_for(op, probe)
+                                for op in sorted(dispatch.kernels("reference"))},
+            "libraries": versions, "cpu": f"{platform.machine()} {cpu}"}
+
+
+def save_state(out: Path, model, opt, rng, step: int, stop: int, settings: dict,
+               numerics: dict | None = None) -> None:
     """One checkpoint unit: weights + config, and the training state beside them."""
     import numpy as np
 
@@ -432,5 +485,5 @@ def save_state(out: Path, model, opt, rng, step: int, stop: int, settings: dict)
     optim = {k: v for k, v in state.items() if k not in ("m", "v")}
     meta = {"format": STATE_FORMAT, "step": str(step), "stop": str(stop),
             "rng": json.dumps(rng.bit_generator.state), "optim": json.dumps(optim),
-            "settings": json.dumps(settings)}
+            "settings": json.dumps(settings), "numerics": json.dumps(numerics or {})}
     save(model, out, train_state=(tensors, meta))
