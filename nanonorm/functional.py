@@ -3,6 +3,14 @@
 Every op comes as `op(...)` (the output only), `op_forward(...) -> (out, cache)` and
 `op_backward(dout, cache)`, which returns fresh arrays in the order of the forward's inputs
 (None for an absent optional parameter). Array type, device and dtype in = out.
+
+Every implementation (reference, Numba, CUDA) gives the same answer at the edges:
+- dtypes: float32 and float64 only; float16, bfloat16, long double and other float types are
+  refused with a TypeError (nothing is computed in one precision and returned in another).
+- NaN in gives NaN out, where the math says it reaches: the element (GELU), the row (softmax,
+  log_softmax, LayerNorm, a cross-entropy row, an attention query) - never a silent 0.
+- Empty dims give empty results (or zeros where a sum over nothing is meant); the few shapes
+  whose result is undefined raise a ValueError naming the argument (see each op).
 """
 from __future__ import annotations
 
@@ -55,7 +63,14 @@ def _normalized_shape(value, x: Array) -> tuple[int, ...]:
 
 def layer_norm_forward(x: Array, normalized_shape, weight: Array | None = None,
                        bias: Array | None = None, eps: float = 1e-5):
-    """LayerNorm over the trailing `normalized_shape` dims: biased variance, 1/sqrt(var + eps)."""
+    """LayerNorm over the trailing `normalized_shape` dims: biased variance, 1/sqrt(var + eps).
+
+    Exact at any magnitude: a constant row normalises to exactly 0 (output = bias), and a row
+    spanning up to ± the largest float neither overflows nor loses its spread. A row holding
+    NaN or ±inf gives NaN. No rows (a zero-size leading dim) gives an empty output and zero
+    dweight/dbias. eps must be at least the dtype's smallest normal number (1.2e-38 in
+    float32): smaller, it rounds toward 0 and a constant row would divide by it.
+    """
     xp = check.namespace(x=x, weight=weight, bias=bias)
     check.floating(xp, "x", x)
     dims = _normalized_shape(normalized_shape, x)
@@ -64,6 +79,10 @@ def layer_norm_forward(x: Array, normalized_shape, weight: Array | None = None,
             check.same_dtype(name, p, "x", x)
             check.shape(name, p, dims, " (normalized_shape)")
     eps = check.real_number("eps", eps, positive=True)
+    tiny = float(xp.finfo(x.dtype).smallest_normal)
+    if eps < tiny:
+        raise ValueError(f"eps must be at least {tiny:.3g}, the smallest normal {x.dtype} "
+                         f"number (smaller, it rounds toward 0 in x's dtype), got {eps!r}")
     return resolve("layer_norm_forward", x)(x, dims, weight, bias, eps)
 
 
@@ -90,7 +109,13 @@ def _softmax_args(x: Array, axis, temperature) -> tuple[int, float]:
 
 
 def softmax_forward(x: Array, axis: int = -1, temperature: float = 1.0):
-    """softmax(x / temperature) along `axis`; a row that is all -inf gives zeros."""
+    """softmax(x / temperature) along `axis`.
+
+    Any positive temperature works at any logit magnitude: the row is shifted by its max
+    before dividing, so a tiny temperature gives the argmax (ties share it) and never NaN.
+    A row that is all -inf gives zeros (and a zero gradient); a row holding NaN or +inf gives
+    NaN; an empty axis gives an empty result.
+    """
     axis, temperature = _softmax_args(x, axis, temperature)
     return resolve("softmax_forward", x)(x, axis, temperature)
 
@@ -107,7 +132,10 @@ def softmax(x: Array, axis: int = -1, temperature: float = 1.0) -> Array:
 
 
 def log_softmax_forward(x: Array, axis: int = -1, temperature: float = 1.0):
-    """log(softmax(x / temperature)) along `axis`; a row that is all -inf gives -inf."""
+    """log(softmax(x / temperature)) along `axis`, formed as (x - max)/T - log Σexp (exact to
+    rounding at large logits). A row that is all -inf gives -inf; a row holding NaN or +inf
+    gives NaN; an empty axis gives an empty result; log-probabilities below the dtype's range
+    (a tiny temperature) are -inf."""
     axis, temperature = _softmax_args(x, axis, temperature)
     return resolve("log_softmax_forward", x)(x, axis, temperature)
 
@@ -130,7 +158,10 @@ def scaled_dot_product_attention_forward(q: Array, k: Array, v: Array, *, causal
     """softmax(q kᵀ · scale) v with q (..., T, d), k (..., S, d), v (..., S, dv).
 
     scale defaults to 1/sqrt(d). `causal` lets query i see keys j <= i + S - T (torch's
-    is_causal when T == S); a query that sees no key outputs zeros.
+    is_causal when T == S). A query that sees no key outputs zeros (and gets a zero dq):
+    every query when there are no keys (S = 0), the first T - S when causal and T > S.
+    T = 0 queries, dv = 0 or a zero-size batch give empty outputs; d = 0 features is refused
+    (ValueError: q·k is empty, and the default scale 1/sqrt(d) undefined).
     """
     xp = check.namespace(q=q, k=k, v=v)
     for name, a in (("q", q), ("k", k), ("v", v)):
@@ -144,6 +175,9 @@ def scaled_dot_product_attention_forward(q: Array, k: Array, v: Array, *, causal
     if k.shape[-1] != q.shape[-1]:
         raise ValueError(f"k must have q's feature size d={q.shape[-1]} in its last dim, "
                          f"got k of shape {tuple(k.shape)}")
+    if q.shape[-1] == 0:
+        raise ValueError(f"q and k must have at least one feature (d >= 1) in their last dim, "
+                         f"got q of shape {tuple(q.shape)}")
     if v.shape[-2] != k.shape[-2]:
         raise ValueError(f"v must have as many positions as k ({k.shape[-2]}), "
                          f"got v of shape {tuple(v.shape)}")
@@ -171,7 +205,8 @@ def scaled_dot_product_attention(q: Array, k: Array, v: Array, *, causal: bool =
 # GELU --------------------------------------------------------------------------------------
 
 def gelu_forward(x: Array):
-    """GELU, tanh approximation (GPT-2's)."""
+    """GELU, tanh approximation (GPT-2's). gelu(+inf) = +inf and gelu(-inf) = 0 with
+    gradients 1 and 0 there (its limits, as for large finite x); NaN gives NaN."""
     xp = check.namespace(x=x)
     check.floating(xp, "x", x)
     return resolve("gelu_forward", x)(x)
@@ -250,7 +285,13 @@ def embedding(idx: Array, weight: Array) -> Array:
 # cross-entropy -----------------------------------------------------------------------------
 
 def cross_entropy_forward(logits: Array, targets: Array):
-    """Mean over all positions of -log softmax(logits)[target]; a 0-d array of logits' dtype."""
+    """Mean over all positions of -log softmax(logits)[target]; a 0-d array of logits' dtype.
+
+    A target whose logit is -inf (ruled out by the logits, e.g. masked, or a row that is all
+    -inf) costs +inf. Its gradient stays finite: dlogits = (softmax - onehot)·dloss/N, with the
+    softmax of an all -inf row taken as 0 (as `softmax` does), so that row's gradient is
+    -onehot·dloss/N. A row holding NaN or +inf gives a NaN loss and a NaN gradient row.
+    """
     xp = check.namespace(logits=logits, targets=targets)
     check.floating(xp, "logits", logits)
     check.min_ndim("logits", logits, 1, "(..., vocab)")

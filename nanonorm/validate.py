@@ -14,9 +14,15 @@ def namespace(**arrays: Array | None):
 
 
 def floating(xp, name: str, x: Array) -> None:
-    if not xp.isdtype(x.dtype, "real floating"):
-        raise TypeError(f"{name} must be a real floating-point array (float32 or float64), "
-                        f"got dtype {x.dtype}")
+    """float32 or float64: what every implementation computes in and returns. float16,
+    bfloat16, long double and the like are refused, not computed in another precision."""
+    if x.dtype in (xp.float32, xp.float64):
+        return
+    if xp.isdtype(x.dtype, "real floating") or "float" in str(x.dtype):
+        raise TypeError(f"{name} has dtype {x.dtype}, which nanonorm does not support: only "
+                        f"float32 and float64 arrays are (cast it, e.g. to float32, first)")
+    raise TypeError(f"{name} must be a real floating-point array (float32 or float64), "
+                    f"got dtype {x.dtype}")
 
 
 def integer(xp, name: str, x: Array) -> None:

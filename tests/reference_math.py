@@ -132,3 +132,56 @@ def cross_entropy_grad(logits, targets):
     g = np.array([_softmax_row(row) for row in rows])
     g[np.arange(len(t)), t] -= 1.0
     return (g / len(t)).reshape(z.shape)
+
+
+def log_softmax_any(x, temperature=1.0):
+    """log_softmax(x / T) along the last axis for any finite T > 0 and any logits, -inf ones
+    included: each (x_i - max) / T is formed exactly as a fraction (no overflow, however large
+    the logits or tiny the temperature), then rounded to float64 (-inf beyond its range).
+    A row that is all -inf gives -inf; one holding NaN or +inf gives NaN."""
+    x = np.asarray(x, dtype=np.float64)
+    rows = x.reshape(-1, x.shape[-1])
+    out = np.full_like(rows, -math.inf)
+    for r, row in enumerate(rows):
+        if any(math.isnan(v) or v == math.inf for v in row):
+            out[r] = math.nan
+            continue
+        live = [v for v in row if v != -math.inf]
+        if not live:
+            continue
+        m = Fraction(max(live))
+        z = []
+        for v in row:
+            try:
+                z.append(-math.inf if v == -math.inf
+                         else float((Fraction(v) - m) / Fraction(temperature)))
+            except OverflowError:                 # beyond float64: -inf (z <= 0 always)
+                z.append(-math.inf)
+        log_sum = math.log(math.fsum(math.exp(zj) for zj in z))   # max z is 0: sum >= 1
+        out[r] = [zj - log_sum for zj in z]
+    return out.reshape(x.shape)
+
+
+def softmax_any(x, temperature=1.0):
+    """softmax(x / T) along the last axis, as exp(log_softmax_any) (0 where it is -inf)."""
+    return np.exp(log_softmax_any(x, temperature))
+
+
+def layer_norm_grad(x, dy, weight=None, eps=1e-5):
+    """dx of LayerNorm over the last dim, textbook form, one row at a time with the mean and
+    variance computed exactly: dx = rstd · (g - mean(g) - xhat · mean(g · xhat)), g = dy·w."""
+    x, dy = np.asarray(x, dtype=np.float64), np.asarray(dy, dtype=np.float64)
+    w = np.ones(x.shape[-1]) if weight is None else np.asarray(weight, dtype=np.float64)
+    xr, dyr = x.reshape(-1, x.shape[-1]), dy.reshape(-1, x.shape[-1])
+    out = np.empty_like(xr)
+    for r, (row, drow) in enumerate(zip(xr, dyr)):
+        exact = [Fraction(float(v)) for v in row]
+        mean = sum(exact) / len(exact)
+        var = sum((v - mean) ** 2 for v in exact) / len(exact)
+        rstd = 1.0 / math.sqrt(float(var) + eps)
+        xhat = [float(v - mean) * rstd for v in exact]
+        g = [float(d) * float(wj) for d, wj in zip(drow, w)]
+        mg = math.fsum(g) / len(g)
+        mgx = math.fsum(gj * xj for gj, xj in zip(g, xhat)) / len(g)
+        out[r] = [rstd * (gj - mg - xj * mgx) for gj, xj in zip(g, xhat)]
+    return out.reshape(x.shape)

@@ -141,8 +141,15 @@ def test_vexp_accuracy():
     exact = np.exp(x.astype(np.float64))
     rel = np.abs(vexp_array(x) / exact - 1.0) / np.finfo(np.float32).eps
     assert rel.max() <= 3.0                                           # a few ulps
-    special = vexp_array(np.array([-np.inf, -100.0, 0.0, 100.0, np.inf], np.float32))
-    np.testing.assert_array_equal(special, [0.0, 0.0, 1.0, np.inf, np.inf])
+    # subnormal results as np.exp gives them (a flush to 0 there made p = 0 where the
+    # reference's p is 1e-40, and gradients built on it lost their whole value)
+    sub = np.linspace(-103.9, -87.4, 20_001).astype(np.float32)
+    sub_exact = np.exp(sub.astype(np.float64))
+    assert np.max(np.abs(vexp_array(sub) - sub_exact)) <= 2.0 ** -149   # one subnormal step
+    special = vexp_array(np.array([-np.inf, -110.0, -100.0, 0.0, 100.0, np.inf, np.nan],
+                                  np.float32))
+    np.testing.assert_array_equal(special, [0.0, 0.0, np.exp(np.float32(-100.0)), 1.0,
+                                            np.inf, np.inf, np.nan])
 
 
 # GELU ----------------------------------------------------------------------------------------
@@ -251,6 +258,17 @@ def test_attention_online_softmax_across_small_tiles(case, dtype):
         mp.setattr(A, "BC", 5)
         mp.setattr(A, "TILE", 40)
         check_attention(case, dtype)
+
+
+def test_attention_gradients_through_subnormal_probabilities():
+    # scores 90 apart: the second key's float32 p is exp(-90) = 8e-40, subnormal, and dq comes
+    # from it alone (2.9e-37 exact). An exp flushing it to 0 lost dq entirely (a flake of
+    # HYPOTHESIS_PROFILE=dev: 3 of 4 runs drew such a case).
+    q = np.array([[1.0, 0.0]])
+    k = np.array([[0.0, 0.0], [-90.0 * np.sqrt(2.0), 0.0]])
+    v = np.array([[1.0, 2.0], [3.0, -1.0]])
+    dy = np.array([[0.5, -1.0]])
+    check_attention((q, k, v, dy, False, None), np.float32)
 
 
 @pytest.mark.parametrize("causal", [True, False])

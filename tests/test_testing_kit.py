@@ -59,3 +59,19 @@ def test_check_kernel_pairings_passes_the_reference_and_catches_a_wrong_backward
     with pytest.raises(AssertionError, match="gelu grad 0"):
         check_kernel_pairings(wrong, "gelu_forward", "gelu_backward", (x,), dy, np.float32,
                               name="gelu")
+
+
+def test_budget_lets_a_subnormal_flush_to_zero_and_nothing_more():
+    # An exact float32 result of 3.6e-41 (subnormal): a kernel returning 0 is within a floor
+    # of float32's smallest normal; the reference, exact there, sets no budget to lean on.
+    tiny = float(np.finfo(np.float32).tiny)
+    exact = np.array([3.6e-41, -1.2e-40, 0.0])
+    ref = exact.astype(np.float32)
+    assert_close_budget(np.zeros(3, np.float32), ref, exact)
+    assert_close_budget(ref, ref, exact)
+    with pytest.raises(AssertionError, match="budget"):            # off by more than tiny
+        assert_close_budget(np.array([3 * tiny, 0, 0], np.float32), ref, exact)
+    # a normal result is not loosened: losing a value of 1e-37 entirely is an error
+    normal = np.array([1e-37, 2e-37])
+    with pytest.raises(AssertionError, match="budget"):
+        assert_close_budget(np.zeros(2, np.float32), normal.astype(np.float32), normal)

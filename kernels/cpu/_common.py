@@ -2,8 +2,8 @@
 
 Numba here has no SVML, so `np.exp` inside a loop runs one scalar libm call per element and
 blocks vectorization. `vexp` below is Cephes' expf (range reduction by ln 2, degree-5
-polynomial, exponent added in the integer domain): about 2 ulps in float32, and LLVM turns it
-into AVX2 code. float64 keeps `np.exp` (correctly rounded, scalar): the fast path is float32.
+polynomial, 2^n applied as two normal powers of two so results down to the smallest subnormal
+come out as np.exp's): about 2 ulps in float32, and LLVM turns it into AVX2 code. float64 keeps `np.exp` (correctly rounded, scalar): the fast path is float32.
 """
 from __future__ import annotations
 
@@ -21,17 +21,16 @@ FASTMATH = {"nsz", "arcp", "afn", "reassoc"}
 
 
 @intrinsic
-def _f32_as_i32(typingctx, x):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-    return types.int32(types.float32), codegen
-
-
-@intrinsic
 def _i32_as_f32(typingctx, i):
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())
     return types.float32(types.int32), codegen
+
+
+@njit(cache=True, inline="always")
+def _pow2(k):
+    """2^k as a float32, for an int32 k in [-126, 127]."""
+    return _i32_as_f32((k + np.int32(127)) << np.int32(23))
 
 
 _LOG2E = np.float32(1.4426950408889634)
@@ -41,7 +40,7 @@ _P0, _P1, _P2, _P3, _P4, _P5 = (np.float32(c) for c in (    # Cephes expf's poly
     1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
     5.0000001201e-1))
 _XMAX = np.float32(88.72283)               # above: exp overflows float32
-_XMIN = np.float32(-87.33654)              # below: result would be subnormal -> 0
+_XMIN = np.float32(-103.97208)             # below: under half the smallest subnormal -> 0
 _ONE, _HALF, _ZERO, _INF = np.float32(1.0), np.float32(0.5), np.float32(0.0), np.float32(np.inf)
 
 
@@ -53,22 +52,30 @@ EXP_FASTMATH = {"nsz", "arcp", "afn", "contract"}
 
 @njit(fastmath=EXP_FASTMATH, cache=True)
 def exp32(x):
-    """exp of a float32 scalar, vectorizable; exp(-inf) = 0, exp(x > 88.72) = inf."""
+    """exp of a float32 scalar, vectorizable; exp(-inf) = 0, exp(x > 88.72) = inf, NaN -> NaN;
+    subnormal results (x < -87.34) as np.exp gives them, not flushed to 0."""
     xc = min(max(x, _XMIN), _XMAX)
     n = np.floor(xc * _LOG2E + _HALF)                                # x = n·ln2 + r, |r| <= ln2/2
     r = xc - n * _LN2_HI - n * _LN2_LO
     p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
     y = p * (r * r) + r + _ONE                                       # exp(r) in [0.7, 1.42]
-    out = _i32_as_f32(_f32_as_i32(y) + (np.int32(n) << np.int32(23)))  # y · 2^n
-    out = out if x >= _XMIN else _ZERO
-    return out if x <= _XMAX else _INF
+    # y · 2^n as y · 2^h · 2^(n-h), h = n // 2: both factors normal for n in [-150, 128],
+    # and the last product rounds into the subnormal range as a correctly rounded exp would
+    ni = np.int32(n)
+    h = ni >> np.int32(1)
+    out = (y * _pow2(h)) * _pow2(ni - h)
+    out = _ZERO if x < _XMIN else out
+    out = _INF if x > _XMAX else out
+    return out if x == x else x                                      # NaN stays NaN
 
 
 @njit(cache=True, inline="always")
 def row_max(row, n, start):
     """max(start, row[0], ..., row[n-1]). Eight independent running maxima: a single one is a
     serial chain of compares (LLVM cannot vectorize a float max reduction without nnan, which
-    the -inf masks rule out), eight are 2x faster. -inf and NaN behave as the builtin max."""
+    the -inf masks rule out), eight are 2x faster. -inf behaves as the builtin max; a NaN
+    entry may or may not come out (order-dependent): callers propagate it through
+    exp(NaN - m) = NaN in the row's sum, not through the max."""
     m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = start
     j = 0
     while j + 8 <= n:
@@ -82,13 +89,6 @@ def row_max(row, n, start):
         m = max(m, row[j])
         j += 1
     return m
-
-
-@njit(cache=True)
-def diff_add(a, b, c):
-    """(a - b) + c in this order: outside a reassoc kernel, so a - b is formed first (exact
-    when a and b are close, as logit - max), not a + c - b, rounded at the size of a."""
-    return (a - b) + c
 
 
 def vexp(x):  # pragma: no cover - replaced inside njit by the overload below
@@ -117,6 +117,10 @@ def rows(x, d: int):
 
 
 def float_dtype(*arrays):
-    """The common floating dtype the kernels run in (float32 stays float32)."""
-    dt = np.result_type(*[a.dtype for a in arrays if a is not None])
-    return dt if dt in (np.float32, np.float64) else np.dtype(np.float64)
+    """The dtype the kernels run in and return: float32 or float64, the arrays' own. Any other
+    (float16, long double, an integer) is refused, never computed in another precision."""
+    dts = [np.dtype(a.dtype) for a in arrays if a is not None]
+    for dt in dts:
+        if dt not in (np.float32, np.float64):
+            raise TypeError(f"the Numba kernels take float32 or float64 arrays, got dtype {dt}")
+    return np.result_type(*dts)

@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 
 from ...ops.adamw import fused_step_scalars
-from ._common import FASTMATH
+from ._common import FASTMATH, float_dtype
 
 BLOCK = 16384
 
@@ -37,6 +37,7 @@ def _flat(a):
 
 def adamw_step(param, grad, m, v, *, lr, beta1, beta2, eps, weight_decay, step) -> None:
     """Update param, m and v in place; `step` counts from 1 (this update's number)."""
+    float_dtype(param, grad, m, v)                      # float32 / float64 only
     c = param.dtype.type
     scalars = fused_step_scalars(lr=lr, beta1=beta1, beta2=beta2, eps=eps,
                                  weight_decay=weight_decay, step=step)

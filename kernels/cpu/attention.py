@@ -58,7 +58,10 @@ def _online_tile(s, scale, causal, off, k0, m, l, acc):
             mx = m_old
             for j in range(lim):
                 mx = max(mx, row[j] * scale)
-        if mx == -np.inf:                      # no visible key yet: nothing to add
+        if mx == -np.inf:                      # no visible key yet: nothing to add,
+            for j in range(lim):               # unless the max dropped a NaN score
+                if row[j] != row[j]:
+                    l[h, i] = np.nan
             row[:] = 0.0
             continue
         alpha = vexp(m_old - mx)               # 0 on the first visible tile (m_old = -inf)
@@ -83,7 +86,7 @@ def _finish(acc, m, l, lse):
     for r in prange(hg * br):
         h, i = r // br, r % br
         a = acc[h, i]
-        if l[h, i] > 0.0:
+        if l[h, i] != 0.0:                    # NaN (a NaN score or value) stays NaN
             inv = acc.dtype.type(1.0 / l[h, i])
             for j in range(dv):
                 a[j] *= inv
@@ -124,8 +127,8 @@ def _tile(buf, *shape):
 
 
 def _heads(a, dt):
-    """(..., n, c) -> contiguous (BH, n, c) in dtype dt."""
-    return np.ascontiguousarray(a, dtype=dt).reshape((-1,) + a.shape[-2:])
+    """(..., n, c) -> contiguous (BH, n, c) in dtype dt (any of the sizes may be 0)."""
+    return np.ascontiguousarray(a, dtype=dt).reshape((math.prod(a.shape[:-2]),) + a.shape[-2:])
 
 
 def _blocks(bh, hg, t):

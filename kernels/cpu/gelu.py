@@ -2,7 +2,9 @@
 
 Mirrors `nanonorm/ops/gelu.py` (GeluCache keeps x). With u = sqrt(2/π)(x + 0.044715x³) the
 kernel uses 0.5(1 + tanh u) = σ(2u) = 1/(1 + e^(-2u)), which needs one vectorizable exp and
-never forms 1 + tanh u by cancellation. GELU fwd moves 2·N·itemsize bytes (read x, write y),
+never forms 1 + tanh u by cancellation. Edges as the reference's: ±inf take GELU's limits
+(+inf, 0; gradients 1, 0), NaN gives NaN (every saturation test below is false for NaN, so
+NaN takes the computing branch). GELU fwd moves 2·N·itemsize bytes (read x, write y),
 bwd 3·N·itemsize (read x, dy; write dx).
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ def _forward(x, k, c, sat, y):
             xc = min(max(xi, -sat), sat)                  # tanh is ±1 beyond, x³ stays finite
             u = k * xc * (one + c * xc * xc)
             sg = one / (one + vexp(m2 * u))
-            y[i] = xi * sg if xi > -sat else zero         # x · σ(2u); tanh = -1 exactly beyond
+            y[i] = zero if xi <= -sat else xi * sg        # x · σ(2u); tanh = -1 exactly beyond
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -45,9 +47,11 @@ def _backward(dy, x, k, c, sat, dx):
             du = k * (one + three * c * xc * xc)
             e = vexp(-two * u)
             sg = one / (one + e)
-            es = e * sg if xi > -sat and xi < sat else zero   # 1 - σ; σ' is 0 when saturated
-            sg = sg if xi > -sat else zero
-            dx[i] = dy[i] * (sg + two * xi * sg * es * du)
+            es = e * sg if sg != zero else one            # 1 - σ; e = inf gives σ = 0, not NaN
+            # σ' = 2σ(1 - σ)u' is 0 when saturated: not formed there, where 2x may overflow
+            ds = zero if abs(xi) >= sat else two * xi * sg * es * du
+            sg = zero if xi <= -sat else sg
+            dx[i] = dy[i] * (sg + ds)
 
 
 def _consts(dt):

@@ -4,6 +4,9 @@ Mirrors `nanonorm/ops/layernorm.py`: same arguments, same LayerNormCache, so a k
 pairs with a reference backward and vice versa. A row (C <= a few thousand) sits in L1, so the
 statistics take extra passes over it from cache while memory sees one read of x and one write
 of y: LN fwd moves 2·N·C·itemsize bytes, LN bwd 3·N·C·itemsize (read x, dy; write dx).
+Rows whose fast statistics overflow (float64 rows near ±1e308, spreads past 1e154; float32
+spreads near ±3e38) are flagged and redone afterwards, without fast-math, with the reference's
+scaled statistics: ordinary rows pay one comparison.
 """
 from __future__ import annotations
 
@@ -21,8 +24,10 @@ CHUNK_ROWS = 64
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _forward(x, w, b, has_w, has_b, eps, y, mean, rstd):
-    # x, y: (N, C); w, b: (C,) (ignored unless has_w / has_b); mean, rstd: (N, 1)
+def _forward(x, w, b, has_w, has_b, eps, var_limit, y, mean, rstd, rare):
+    # x, y: (N, C); w, b: (C,) (ignored unless has_w / has_b); mean, rstd: (N, 1);
+    # var_limit: c·var above it, x - mean could overflow the dtype (a float64 scalar);
+    # rare: (N,) set for the rows left to _rare_forward (their y, mean, rstd are not written)
     n, c = x.shape
     for i in prange(n):
         row = x[i]
@@ -40,8 +45,11 @@ def _forward(x, w, b, has_w, has_b, eps, y, mean, rstd):
             s1 += d
             s2 += d * d
         dm = s1 / c
-        m = x.dtype.type(m0 + dm)
         var = max(s2 / c - dm * dm, 0.0)
+        if not (math.isfinite(s) and math.isfinite(s2) and var * c <= var_limit):
+            rare[i] = True                        # a sum or x - mean would overflow
+            continue
+        m = x.dtype.type(m0 + dm)
         r = x.dtype.type(1.0 / math.sqrt(var + eps))
         mean[i, 0] = m
         rstd[i, 0] = r
@@ -60,9 +68,58 @@ def _forward(x, w, b, has_w, has_b, eps, y, mean, rstd):
                 yi[j] = (row[j] - m) * r
 
 
+# The rare rows, without fast-math: its reassociation would fold the overflow-safe forms
+# below (x/2 - m/2, sums of x/s) back into the ones that overflow.
+
+@njit(cache=True)
+def _robust_stats(row, eps):
+    """(mean, rstd) in float64 as `ops.layernorm.row_stats`: the row divided by a power of two
+    near its largest |x| first, so no sum or square overflows (inf / NaN rows give NaN)."""
+    c = row.shape[0]
+    a = 0.0
+    for j in range(c):
+        a = max(a, abs(np.float64(row[j])))
+    if not math.isfinite(a):
+        return np.nan, np.nan
+    sc = 2.0 ** (math.floor(math.log2(max(a, 1.0))) - 1.0)
+    u0 = row[0] / sc
+    sd = 0.0
+    for j in range(c):
+        sd += row[j] / sc - u0
+    dm = sd / c
+    sv = 0.0
+    for j in range(c):
+        t = (row[j] / sc - u0) - dm
+        sv += t * t
+    var_u = sv / c
+    std = math.sqrt(eps) if var_u == 0.0 else sc * math.sqrt(var_u + eps / sc / sc)
+    return sc * (u0 + dm), 1.0 / std
+
+
+@njit(cache=True)
+def _rare_forward(x, w, b, has_w, has_b, eps, y, mean, rstd):
+    # as _forward, for rows whose statistics overflow: x - mean formed as x/2 - mean/2
+    n, c = x.shape
+    half, two = x.dtype.type(0.5), x.dtype.type(2.0)
+    for i in range(n):
+        fm, fr = _robust_stats(x[i], eps)
+        m, r = x.dtype.type(fm), x.dtype.type(fr)
+        mean[i, 0] = m
+        rstd[i, 0] = r
+        for j in range(c):                        # ops.layernorm.normalise
+            v = (x[i, j] * half - m * half) * (r * two)
+            if has_w:
+                v = v * w[j]
+            if has_b:
+                v = v + b[j]
+            y[i, j] = v
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _backward(dy, x, mean, rstd, w, has_w, dx, dw_part, db_part, chunk):
-    # dy, x, dx: (N, C); mean, rstd: (N, 1); dw_part, db_part: (N // chunk + 1, C) float64
+def _backward(dy, x, mean, rstd, w, has_w, dx, dw_part, db_part, chunk, rstd_limit, rare):
+    # dy, x, dx: (N, C); mean, rstd: (N, 1); dw_part, db_part: (N // chunk + 1, C) float64;
+    # rstd_limit: below it, x - mean could overflow (|x - mean| <= sqrt(C) / rstd): such a row
+    # is flagged in rare (N,) and left to _rare_backward
     n, c = x.shape
     nchunks = dw_part.shape[0]
     for k in prange(nchunks):
@@ -73,6 +130,9 @@ def _backward(dy, x, mean, rstd, w, has_w, dx, dw_part, db_part, chunk):
         for i in range(k * chunk, min(n, (k + 1) * chunk)):
             m = mean[i, 0]
             r = rstd[i, 0]
+            if r < rstd_limit:
+                rare[i] = True
+                continue
             xi, gi, dxi = x[i], dy[i], dx[i]
             sg = 0.0
             sgx = 0.0
@@ -91,6 +151,33 @@ def _backward(dy, x, mean, rstd, w, has_w, dx, dw_part, db_part, chunk):
                 dxi[j] = r * (g - a - xhat * bb)
 
 
+@njit(cache=True)
+def _rare_backward(dy, x, mean, rstd, w, has_w, dx, pw, pb):
+    # as _backward for the flagged rows, xhat = (x/2 - mean/2)·2rstd; pw, pb: (C,) float64
+    n, c = x.shape
+    half, two = x.dtype.type(0.5), x.dtype.type(2.0)
+    pw[:] = 0.0
+    pb[:] = 0.0
+    for i in range(n):
+        mh, r = mean[i, 0] * half, rstd[i, 0]
+        r2 = r * two
+        sg = 0.0
+        sgx = 0.0
+        for j in range(c):
+            xhat = (x[i, j] * half - mh) * r2
+            g = dy[i, j] * w[j] if has_w else dy[i, j]
+            sg += g
+            sgx += g * xhat
+            pw[j] += dy[i, j] * xhat
+            pb[j] += dy[i, j]
+        a = x.dtype.type(sg / c)
+        bb = x.dtype.type(sgx / c)
+        for j in range(c):
+            xhat = (x[i, j] * half - mh) * r2
+            g = dy[i, j] * w[j] if has_w else dy[i, j]
+            dx[i, j] = r * (g - a - xhat * bb)
+
+
 @njit(parallel=True, cache=True)
 def _sum_partials(part, out):
     # part: (K, C) -> out (C,), summed in chunk order for every column (deterministic)
@@ -100,6 +187,12 @@ def _sum_partials(part, out):
         for i in range(k):
             s += part[i, j]
         out[j] = s
+
+
+def _var_limit(dt) -> float:
+    """c·var at most this: every |x - mean| <= max/4, so x - mean cannot overflow dt (inf for
+    float64, whose overflows show as non-finite float64 sums instead)."""
+    return (float(np.finfo(dt).max) / 4.0) ** 2 if dt == np.float32 else math.inf
 
 
 def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -113,8 +206,15 @@ def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     y = np.empty((n, d), dt)
     mean = np.empty((n, 1), dt)
     rstd = np.empty((n, 1), dt)
-    _forward(x2, dummy if w is None else w, dummy if b is None else b, w is not None,
-             b is not None, float(eps), y, mean, rstd)
+    args = (dummy if w is None else w, dummy if b is None else b, w is not None, b is not None,
+            float(eps))
+    rare = np.zeros(n, np.bool_)
+    _forward(x2, *args, _var_limit(dt), y, mean, rstd, rare)
+    idx = np.flatnonzero(rare)
+    if idx.size:                                  # rows whose statistics overflowed
+        part = [np.empty((idx.size, k), dt) for k in (d, 1, 1)]
+        _rare_forward(np.ascontiguousarray(x2[idx]), *args, *part)
+        y[idx], mean[idx], rstd[idx] = part
     cache = LayerNormCache(x2, mean, rstd, w, bias is not None, tuple(x.shape),
                            tuple(normalized_shape))
     return y.reshape(x.shape), cache
@@ -133,8 +233,20 @@ def layer_norm_backward(dy, cache: LayerNormCache):
     nchunks = max(1, -(-n // CHUNK_ROWS))
     dw_part = np.empty((nchunks, d), np.float64)                      # (K, C) partial sums
     db_part = np.empty((nchunks, d), np.float64)
-    _backward(dy2, x2, mean, rstd, np.empty(0, dt) if w is None else w, w is not None,
-              dx, dw_part, db_part, CHUNK_ROWS)
+    wk = np.empty(0, dt) if w is None else w
+    rare = np.zeros(n, np.bool_)
+    _backward(dy2, x2, mean, rstd, wk, w is not None, dx, dw_part, db_part, CHUNK_ROWS,
+              dt.type(2.0 * math.sqrt(d) / np.finfo(dt).max), rare)
+    idx = np.flatnonzero(rare)
+    if idx.size:                                  # rows where x - mean could overflow
+        rare_dx = np.empty((idx.size, d), dt)
+        rare_part = np.empty((2, d), np.float64)
+        _rare_backward(np.ascontiguousarray(dy2[idx]), np.ascontiguousarray(x2[idx]),
+                       mean[idx], rstd[idx], wk, w is not None, rare_dx, rare_part[0],
+                       rare_part[1])
+        dx[idx] = rare_dx
+        dw_part = np.concatenate([dw_part, rare_part[:1]])
+        db_part = np.concatenate([db_part, rare_part[1:]])
     dw = db = None
     if w is not None:
         dw = np.empty(d, np.float64)

@@ -4,6 +4,8 @@ Mirrors `nanonorm/ops/loss.py` (CrossEntropyCache: logits, row log-sum-exp, targ
 forward never stores probabilities (two passes over each row: max, then Σexp, the row in L2);
 the backward writes dlogits = (softmax - onehot)·dloss/N in one pass, the only time
 probabilities exist. CE fwd reads N·V·itemsize bytes, bwd reads and writes 2·N·V·itemsize.
+Edges as the reference's: a target ruled out by a -inf logit costs +inf (an all -inf row
+too, whose gradient row is -onehot·dloss/N), a row holding NaN or +inf gives NaN.
 """
 from __future__ import annotations
 
@@ -24,12 +26,12 @@ def _forward(z, t, lse, gap, log_s):
     for i in prange(n):
         zi = z[i]
         m = row_max(zi, v, z.dtype.type(-np.inf))
-        m = m if math.isfinite(m) else z.dtype.type(0.0)
+        m = z.dtype.type(0.0) if m == -np.inf else m   # +inf / NaN stay: a NaN row
         s = 0.0
         for j in range(v):
             s += vexp(zi[j] - m)
-        ls = math.log(s)
-        lse[i, 0] = m + ls
+        ls = math.log(s) if s != 0.0 else 0.0    # all -inf row: lse -inf, loss +inf
+        lse[i, 0] = m + ls if s != 0.0 else -np.inf
         gap[i] = m - zi[t[i]]                    # m - picked first, as the reference
         log_s[i] = ls
 
@@ -49,6 +51,7 @@ def _backward(z, lse, t, scale, dz):
     for i in prange(n):
         zi, di = z[i], dz[i]
         l = lse[i, 0]
+        l = zi.dtype.type(0.0) if l == -np.inf else l  # all -inf row: p = 0, as softmax's
         for j in range(v):
             di[j] = vexp(zi[j] - l) * scale
         di[t[i]] -= scale

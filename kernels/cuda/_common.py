@@ -34,9 +34,13 @@ def array_module(x):
 
 
 def float_dtype(*arrays):
-    """The dtype the kernels run in: float32 stays float32, anything else becomes float64."""
-    dt = np.result_type(*[np.dtype(str(a.dtype)) for a in arrays if a is not None])
-    return dt if dt in (np.float32, np.float64) else np.dtype(np.float64)
+    """The dtype the kernels run in and return: float32 or float64, the arrays' own. Any other
+    (float16, an integer) is refused, never computed in another precision."""
+    dts = [np.dtype(str(a.dtype)) for a in arrays if a is not None]
+    for dt in dts:
+        if dt not in (np.float32, np.float64):
+            raise TypeError(f"the CUDA kernels take float32 or float64 arrays, got dtype {dt}")
+    return np.result_type(*dts)
 
 
 def threads_for(width: int) -> int:

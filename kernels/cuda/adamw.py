@@ -13,7 +13,7 @@ import math
 from numba import cuda
 
 from ...ops.adamw import fused_step_scalars
-from ._common import THREADS, array_module, grid_1d, stream_for, threads_for
+from ._common import THREADS, array_module, float_dtype, grid_1d, stream_for, threads_for
 
 
 @cuda.jit
@@ -41,6 +41,7 @@ def _flat(mod, a):
 def adamw_step(param, grad, m, v, *, lr, beta1, beta2, eps, weight_decay, step) -> None:
     """Update param, m and v in place; `step` counts from 1 (this update's number)."""
     mod = array_module(param)
+    float_dtype(param, grad, m, v)                     # float32 / float64 only
     scalars = fused_step_scalars(lr=lr, beta1=beta1, beta2=beta2, eps=eps,
                                  weight_decay=weight_decay, step=step)
     work = [_flat(mod, a) for a in (param, m, v)]

@@ -13,16 +13,18 @@ import math
 from ...ops.attention import AttentionCache
 from ...ops.registry import KERNELS as REFERENCE
 from ...ops.softmax import SoftmaxCache
-from ._common import array_module
+from ._common import array_module, float_dtype
 from .softmax import softmax_backward, softmax_rows
 
 
 def scaled_dot_product_attention_forward(q, k, v, *, causal=False, scale=None):
     mod = array_module(q)
+    float_dtype(q, k, v)                                             # float32 / float64 only
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     t, s = q.shape[-2], k.shape[-2]
     scores = mod.ascontiguousarray(q @ mod.swapaxes(k, -1, -2))      # (..., T, S)
-    p = softmax_rows(scores.reshape(-1, s), scale, False, causal, t).reshape(scores.shape)
+    rows = math.prod(scores.shape[:-1])                              # S may be 0: no -1
+    p = softmax_rows(scores.reshape(rows, s), scale, False, causal, t).reshape(scores.shape)
     return p @ v, AttentionCache(q, k, v, p, scale)                  # (..., T, dv)
 
 
@@ -31,6 +33,7 @@ def scaled_dot_product_attention_backward(dy, cache: AttentionCache):
     if not hasattr(p, "shape"):       # a cache that keeps row statistics instead of p:
         return REFERENCE["scaled_dot_product_attention_backward"](dy, cache)   # recompute p
     mod = array_module(dy)
+    float_dtype(dy, q, k, v)
     dv = mod.swapaxes(p, -1, -2) @ dy                                 # (..., S, dv)
     dp = dy @ mod.swapaxes(v, -1, -2)                                 # (..., T, S)
     ds = softmax_backward(dp, SoftmaxCache(p, -1, 1.0))               # (..., T, S)

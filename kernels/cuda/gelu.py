@@ -1,6 +1,7 @@
 """GELU (tanh approximation) forward and backward as elementwise numba-cuda kernels.
 
-Mirrors `nanonorm/ops/gelu.py` (GeluCache keeps x; the backward recomputes tanh). Grid-stride
+Mirrors `nanonorm/ops/gelu.py` (GeluCache keeps x; the backward recomputes tanh), edges
+included: ±inf take GELU's limits (+inf, 0; gradients 1, 0), NaN gives NaN. Grid-stride
 loops over the flattened array, math in the input's dtype (tanhf for float32):
   GELU fwd: read x, write y                    -> 2·N·itemsize bytes
   GELU bwd: read x, dy; write dx               -> 3·N·itemsize bytes
@@ -19,25 +20,30 @@ from ._common import THREADS, array_module, float_dtype, grid_1d, stream_for, th
 def _forward(x, k0, k1, sat, y):
     # x, y: (N,) flat; k0 = sqrt(2/π), k1 = 0.044715, sat: |x| past which tanh is ±1
     c0, c1, cs = x.dtype.type(k0), x.dtype.type(k1), x.dtype.type(sat)  # new names: keep dtype
-    half, one = x.dtype.type(0.5), x.dtype.type(1.0)
+    zero, half, one = x.dtype.type(0.0), x.dtype.type(0.5), x.dtype.type(1.0)
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
         xi = x[i]
-        xc = min(max(xi, -cs), cs)              # keeps xc³ finite; tanh is ±1 there anyway
+        # keeps xc³ finite (tanh is ±1 there anyway); a GPU's fmax may turn NaN into ±cs, so
+        # NaN is carried by xi itself below, never by xc
+        xc = min(max(xi, -cs), cs)
         th = math.tanh(c0 * xc * (one + c1 * xc * xc))
-        y[i] = half * xi * (one + th)
+        f = half * (one + th)
+        y[i] = xi * f if f != 0 or xi != xi else zero   # gelu(-inf) = 0, NaN stays NaN
 
 
 @cuda.jit
 def _backward(dy, x, k0, k1, sat, dx):
     # dy, x, dx: (N,) flat
     c0, c1, cs = x.dtype.type(k0), x.dtype.type(k1), x.dtype.type(sat)  # new names: keep dtype
-    half, one, three = x.dtype.type(0.5), x.dtype.type(1.0), x.dtype.type(3.0)
+    zero, half, one, three = (x.dtype.type(0.0), x.dtype.type(0.5), x.dtype.type(1.0),
+                              x.dtype.type(3.0))
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
         xi = x[i]
         xc = min(max(xi, -cs), cs)
         th = math.tanh(c0 * xc * (one + c1 * xc * xc))
         du = c0 * (one + three * c1 * xc * xc)   # d(tanh argument)/dx
-        dx[i] = dy[i] * (half * (one + th) + half * xi * (one - th * th) * du)
+        f = half * (one - th * th) * du
+        dx[i] = dy[i] * (half * (one + th) + (xi * f if f != 0 or xi != xi else zero))
 
 
 def gelu_forward(x):

@@ -10,6 +10,8 @@ between the passes, so DRAM sees:
 dγ/dβ are race-free without atomics: block b owns row b of (G, C) float64 partials for the rows
 b, b + G, b + 2G, ...; a second kernel sums the G partials of each column in a fixed order, so
 results are deterministic for a given N.
+Rows whose float64 sums overflow (float64 rows near ±1e308 or spreads past 1e154) take a rare
+branch with the reference's scaled statistics, and x - mean is formed as x/2 - mean/2.
 """
 from __future__ import annotations
 
@@ -18,12 +20,42 @@ import math
 from numba import cuda, float64
 
 from ...ops.layernorm import LayerNormCache
-from ._common import (THREADS, array_module, block_sum2, float_dtype, grid_1d, stream_for,
-                      threads_for)
+from ._common import (THREADS, array_module, block_max, block_sum2, float_dtype, grid_1d,
+                      stream_for, threads_for)
 
 # Blocks of the backward (and so rows of the dγ/dβ partials): enough to fill an H100's 132 SMs
 # several times over, few enough that the (G, C) float64 partials stay L2-resident.
 BWD_BLOCKS = 512
+
+
+@cuda.jit(device=True)
+def _robust_stats(sa, sb, x, i, eps):
+    """(mean, rstd) of row i as `ops.layernorm.row_stats`: the row divided by a power of two
+    near its largest |x| first, so no sum or square overflows (inf / NaN rows give NaN)."""
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    c = x.shape[1]
+    a = 0.0
+    for j in range(t, c, nt):
+        a = max(a, abs(x[i, j]))
+    a = block_max(sa, a)
+    if not math.isfinite(a):
+        return math.nan, math.nan
+    sc = 2.0 ** (math.floor(math.log2(max(a, 1.0))) - 1.0)
+    u0 = x[i, 0] / sc
+    sd = 0.0
+    for j in range(t, c, nt):
+        sd += x[i, j] / sc - u0
+    sd, _ = block_sum2(sa, sb, sd, 0.0)
+    dm = sd / c
+    sv = 0.0
+    for j in range(t, c, nt):
+        u = (x[i, j] / sc - u0) - dm
+        sv += u * u
+    sv, _ = block_sum2(sa, sb, sv, 0.0)
+    var_u = sv / c
+    std = math.sqrt(eps) if var_u == 0.0 else sc * math.sqrt(var_u + eps / sc / sc)
+    return sc * (u0 + dm), 1.0 / std
 
 
 @cuda.jit
@@ -47,14 +79,19 @@ def _forward(x, w, b, has_w, has_b, eps, y, mean, rstd):
         s1 += d
         s2 += d * d
     s1, s2 = block_sum2(sa, sb, s1, s2)
-    dm = s1 / c                                   # mean correction, ~ rounding of m0
-    m = m0 + dm
-    r = 1.0 / math.sqrt(max(s2 / c - dm * dm, 0.0) + eps)
+    h = 1.0                                       # x·h - m·h cannot overflow
+    if math.isfinite(s) and math.isfinite(s2):    # the same for every thread of the block
+        dm = s1 / c                               # mean correction, ~ rounding of m0
+        m = m0 + dm
+        r = 1.0 / math.sqrt(max(s2 / c - dm * dm, 0.0) + eps)
+    else:                                         # float64 sums overflowed (or inf / NaN)
+        m, r = _robust_stats(sa, sb, x, i, eps)
+        h = 0.5
     if t == 0:
         mean[i, 0] = m
         rstd[i, 0] = r
     for j in range(t, c, nt):
-        v = (x[i, j] - m) * r
+        v = (x[i, j] * h - m * h) * (r / h)
         if has_w:
             v *= w[j]
         if has_b:
@@ -71,16 +108,18 @@ def _backward(dy, x, mean, rstd, w, has_w, dx, dw_part, db_part):
     t = cuda.threadIdx.x
     nt = cuda.blockDim.x
     n, c = x.shape
+    half, two = x.dtype.type(0.5), x.dtype.type(2.0)   # typed: float32 math stays float32
     for j in range(t, c, nt):                     # thread t alone touches columns t, t+nt, ...
         dw_part[blk, j] = 0.0
         db_part[blk, j] = 0.0
     for i in range(blk, n, cuda.gridDim.x):
         m = mean[i, 0]
         r = rstd[i, 0]
+        mh, r2 = m * half, r * two                # (x/2 - m/2)·2r: x - m cannot overflow
         sg = 0.0
         sgx = 0.0
         for j in range(t, c, nt):
-            xhat = (x[i, j] - m) * r
+            xhat = (x[i, j] * half - mh) * r2
             g = dy[i, j] * w[j] if has_w else dy[i, j]
             sg += g
             sgx += g * xhat
@@ -90,7 +129,7 @@ def _backward(dy, x, mean, rstd, w, has_w, dx, dw_part, db_part):
         a = sg / c
         bb = sgx / c
         for j in range(t, c, nt):
-            xhat = (x[i, j] - m) * r
+            xhat = (x[i, j] * half - mh) * r2
             g = dy[i, j] * w[j] if has_w else dy[i, j]
             dx[i, j] = r * (g - a - xhat * bb)
 

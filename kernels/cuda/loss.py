@@ -5,6 +5,8 @@ forward never stores probabilities: one block per row takes the max, then Σexp,
 row's lse and loss; the mean over rows is one small device reduction (no host round trip).
 The backward writes dlogits = (softmax - onehot)·dloss/N in one pass, the only time
 probabilities exist; dloss stays on the device (a 1-element array read by the kernel).
+Edges as the reference's: a target ruled out by a -inf logit costs +inf (an all -inf row too,
+whose gradient row is -onehot·dloss/N), a row holding NaN or +inf gives NaN.
   CE fwd: read logits                          -> N·V·itemsize bytes
   CE bwd: read logits, write dlogits           -> 2·N·V·itemsize bytes
 """
@@ -32,14 +34,14 @@ def _forward(z, t, lse, losses):
     for j in range(tid, v, nt):
         m = max(m, z[i, j])
     m = block_max(sa, m)
-    mt = z.dtype.type(m if math.isfinite(m) else 0.0)
+    mt = z.dtype.type(0.0 if m == -math.inf else m)   # +inf / NaN stay: a NaN row
     s = 0.0
     for j in range(tid, v, nt):
         s += math.exp(z[i, j] - mt)
     s, _ = block_sum2(sa, sb, s, 0.0)
     if tid == 0:
-        log_s = math.log(s)
-        lse[i, 0] = mt + log_s
+        log_s = math.log(s) if s != 0.0 else 0.0    # all -inf row: lse -inf, loss +inf
+        lse[i, 0] = mt + log_s if s != 0.0 else -math.inf
         losses[i] = (mt - z[i, t[i]]) + log_s      # m - picked first, as the reference
 
 
@@ -50,6 +52,7 @@ def _backward(z, lse, t, dloss, dz):
     v = z.shape[1]
     scale = dloss[0] / z.shape[0]
     l = lse[i, 0]
+    l = z.dtype.type(0.0) if l == -math.inf else l   # all -inf row: p = 0, as softmax's
     ti = t[i]
     for j in range(cuda.threadIdx.x, v, cuda.blockDim.x):
         p = math.exp(z[i, j] - l)

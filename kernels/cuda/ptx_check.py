@@ -27,7 +27,7 @@ def signatures(ft):
         "layernorm._backward": (layernorm._backward,
                                 (a2, a2, a2, a2, a1, b, a2, f64[:, ::1], f64[:, ::1])),
         "layernorm._sum_partials": (layernorm._sum_partials, (f64[:, ::1], a1)),
-        "softmax._forward": (softmax._forward, (a2, f64, b, i64, b, a2)),
+        "softmax._forward": (softmax._forward, (a2, f64, f64, b, i64, b, a2)),
         "softmax._backward": (softmax._backward, (a2, a2, f64, b, a2)),
         "gelu._forward": (gelu._forward, (a1, f64, f64, f64, a1)),
         "gelu._backward": (gelu._backward, (a1, a1, f64, f64, f64, a1)),

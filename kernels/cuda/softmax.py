@@ -4,8 +4,9 @@ Mirrors `nanonorm/ops/softmax.py` (same SoftmaxCache). The wrapper moves `axis` 
 per row takes three passes over it (max, Σexp, write), the row staying in L1/L2, so DRAM sees
   softmax fwd: read x, write y                 -> 2·N·C·itemsize bytes
   softmax bwd: read y, dy; write dx            -> 3·N·C·itemsize bytes
-exp is recomputed in the write pass rather than stored and re-read. A row that is all -inf
-gives zeros (log_softmax: -inf) and a finite gradient, as the reference.
+exp is recomputed in the write pass rather than stored and re-read. The edges are the
+reference's: an all -inf row gives zeros (log_softmax: -inf) and a finite gradient, a row
+holding NaN or +inf NaN, a tiny temperature the argmax, an empty axis an empty result.
 
 The forward kernel also takes an optional causal mask (query i of T sees key j <= i + S - T),
 so attention applies scale, mask and softmax to the scores in one pass (attention.py).
@@ -21,10 +22,23 @@ from ._common import THREADS, array_module, block_max, block_sum2, float_dtype, 
     threads_for
 
 
+@cuda.jit(device=True)
+def _scaled(v, m, tem, small_t):
+    """(v - m) / T <= 0 as in `ops.softmax.scaled_logits` (tem in v's dtype)."""
+    d = v - m
+    if small_t:
+        return d if d == 0 else d / tem
+    if d == -math.inf and v > -math.inf:
+        return v / tem - m / tem
+    return d / tem
+
+
 @cuda.jit
-def _forward(x, scale, causal, t_len, log, out):
-    # x, out: (N, C); row i -> softmax(scale · x[i]) or its log. causal: row i is query
-    # i % t_len of a (T, S = C) score matrix and key j is masked when j > i % t_len + C - t_len.
+def _forward(x, scale, temperature, causal, t_len, log, out):
+    # x, out: (N, C); row i -> softmax(scale · x[i] / temperature) or its log (attention
+    # passes its scale with temperature 1, softmax its temperature with scale 1).
+    # causal: row i is query i % t_len of a (T, S = C) score matrix and key j is masked when
+    # j > i % t_len + C - t_len.
     sa = cuda.shared.array(THREADS, float64)
     sb = cuda.shared.array(THREADS, float64)
     i = cuda.blockIdx.x
@@ -32,6 +46,8 @@ def _forward(x, scale, causal, t_len, log, out):
     nt = cuda.blockDim.x
     c = x.shape[1]
     sc = x.dtype.type(scale)                      # elementwise math in the input's dtype
+    tem = x.dtype.type(temperature)
+    one_t, small_t = temperature == 1.0, temperature < 1.0
     ninf = x.dtype.type(-math.inf)
     last = c                                      # keys j < last are visible
     if causal:
@@ -40,23 +56,30 @@ def _forward(x, scale, causal, t_len, log, out):
     for j in range(t, last, nt):
         m = max(m, x[i, j] * sc)
     m = block_max(sa, m)
-    mt = x.dtype.type(m if math.isfinite(m) else 0.0)   # an all -inf row is shifted by 0
+    # all -inf row: shift by 0. +inf stays (inf - inf = NaN), and a NaN entry, whether or
+    # not the max kept it, makes the sum below NaN: a NaN row either way
+    mt = x.dtype.type(0.0 if m == -math.inf else m)
     s = 0.0
     for j in range(t, last, nt):
-        s += math.exp(x[i, j] * sc - mt)
+        v = x[i, j] * sc
+        s += math.exp(v - mt if one_t else _scaled(v, mt, tem, small_t))
     s, _ = block_sum2(sa, sb, s, 0.0)
     if log:
-        ls = math.log(s) if s > 0.0 else 0.0
+        ls = math.log(s) if s != 0.0 else 0.0     # NaN s: a NaN row
         for j in range(t, c, nt):
-            out[i, j] = (x[i, j] * sc - mt) - ls if j < last else ninf
+            v = x[i, j] * sc
+            z = v - mt if one_t else _scaled(v, mt, tem, small_t)
+            out[i, j] = z - ls if j < last else ninf
     else:
-        rs = 1.0 / s if s > 0.0 else 0.0
+        rs = 1.0 / s if s != 0.0 else 0.0
         for j in range(t, c, nt):
-            out[i, j] = math.exp(x[i, j] * sc - mt) * rs if j < last else 0.0
+            v = x[i, j] * sc
+            z = v - mt if one_t else _scaled(v, mt, tem, small_t)
+            out[i, j] = math.exp(z) * rs if j < last else 0.0
 
 
 @cuda.jit
-def _backward(dy, y, inv_temperature, log, dx):
+def _backward(dy, y, temperature, log, dx):
     # dy, y, dx: (N, C); y is the forward's output (probabilities or log-probabilities)
     sa = cuda.shared.array(THREADS, float64)
     sb = cuda.shared.array(THREADS, float64)
@@ -64,38 +87,46 @@ def _backward(dy, y, inv_temperature, log, dx):
     t = cuda.threadIdx.x
     nt = cuda.blockDim.x
     c = y.shape[1]
+    tem = y.dtype.type(temperature)
+    small_t = temperature < 1.0
     s = 0.0
     for j in range(t, c, nt):
         s += dy[i, j] if log else dy[i, j] * y[i, j]
     s, _ = block_sum2(sa, sb, s, 0.0)
+    sd = y.dtype.type(s)
     for j in range(t, c, nt):
         if log:
-            dx[i, j] = (dy[i, j] - math.exp(y[i, j]) * s) * inv_temperature
+            g = dy[i, j] - math.exp(y[i, j]) * sd
         else:
-            dx[i, j] = y[i, j] * (dy[i, j] - s) * inv_temperature
+            g = y[i, j] * (dy[i, j] - sd)
+        # 0 / T = 0 even where T rounds to 0 in the dtype
+        dx[i, j] = g if small_t and g == 0 else g / tem
 
 
 def _rows_last(mod, x, axis, dt):
     """x with `axis` moved last, as a C-contiguous (N, C) array, and the moved shape."""
     xm = mod.moveaxis(x, axis, -1)
-    return mod.ascontiguousarray(xm, dtype=dt).reshape(-1, xm.shape[-1]), xm.shape
+    return mod.ascontiguousarray(xm, dtype=dt).reshape(math.prod(xm.shape[:-1]), xm.shape[-1]), \
+        xm.shape
 
 
-def softmax_rows(x2, scale: float, log: bool, causal: bool = False, t_len: int = 1):
-    """softmax (or log_softmax) of scale · x2 along the rows of a C-contiguous (N, C) array."""
+def softmax_rows(x2, scale: float, log: bool, causal: bool = False, t_len: int = 1,
+                 temperature: float = 1.0):
+    """softmax (or log_softmax) of scale · x2 / temperature along the rows of a C-contiguous
+    (N, C) array."""
     mod = array_module(x2)
     out = mod.empty_like(x2)
     n, c = x2.shape
     if n and c:
-        _forward[n, threads_for(c), stream_for(x2)](x2, float(scale), causal, max(t_len, 1),
-                                                    log, out)
+        _forward[n, threads_for(c), stream_for(x2)](x2, float(scale), float(temperature),
+                                                    causal, max(t_len, 1), log, out)
     return out
 
 
 def _forward_impl(x, axis, temperature, log):
     mod = array_module(x)
     x2, shape = _rows_last(mod, x, axis, float_dtype(x))             # (N, C)
-    out = softmax_rows(x2, 1.0 / temperature, log)
+    out = softmax_rows(x2, 1.0, log, temperature=temperature)
     y = mod.moveaxis(out.reshape(shape), -1, axis)
     return y, SoftmaxCache(y, axis, temperature)
 
@@ -108,7 +139,8 @@ def _backward_impl(dy, cache, log):
     dx = mod.empty_like(y2)
     n, c = y2.shape
     if n and c:
-        _backward[n, threads_for(c), stream_for(y2)](dy2, y2, 1.0 / cache.temperature, log, dx)
+        _backward[n, threads_for(c), stream_for(y2)](dy2, y2, float(cache.temperature), log,
+                                                     dx)
     return mod.moveaxis(dx.reshape(shape), -1, cache.axis)
 
 
