@@ -57,32 +57,58 @@ def test_chain_rejects_unknown_b():
 
 @pytest.fixture(scope="module")
 def scope():
-    return layernorm_stats.normalization_scope(shapes=((3, 10), (30, 30)), mu=2.0, sigma=3.0)
+    return layernorm_stats.normalization_scope(
+        shapes=((3, 10), (30, 30)), laws={"N(0, 1)": (0.0, 1.0), "N(2, 3²)": (2.0, 3.0)})
 
 
-def test_last_dim_scope_normalises_each_row_and_not_the_columns(scope):
-    for entry in scope["shapes"].values():
-        last = entry["scopes"]["last dim"]
-        rows, cols = entry["shape"]
-        assert len(last["group_means"]) == rows
-        np.testing.assert_allclose(last["group_means"], 0.0, atol=1e-12)
-        np.testing.assert_allclose(last["group_stds"], 1.0, rtol=1e-4)
+def _entries(scope):
+    return [e for law in scope["laws"].values() for e in law["shapes"].values()]
+
+
+def test_last_dim_reading_normalises_each_row_and_not_the_columns(scope):
+    for e in _entries(scope):
+        last = e["scopes"]["last dim"]
+        rows, cols = e["shape"]
+        assert len(last["row_means"]) == rows and len(last["column_means"]) == cols
+        np.testing.assert_allclose(last["row_means"], 0.0, atol=1e-12)
+        np.testing.assert_allclose(last["row_stds"], 1.0, rtol=1e-3)
         # the other dim is left alone: column means are not all ≈ 0
         assert max(abs(m) for m in last["column_means"]) > 0.1
 
 
-def test_whole_tensor_scope_normalises_globally_and_keeps_correlation_one(scope):
-    for entry in scope["shapes"].values():
-        whole, last = entry["scopes"]["whole tensor"], entry["scopes"]["last dim"]
-        assert len(whole["group_means"]) == 1
-        assert abs(whole["mean"]) < 1e-12 and abs(whole["std"] - 1) < 1e-4
+def test_first_dim_reading_normalises_each_column_and_not_the_rows(scope):
+    for e in _entries(scope):
+        first = e["scopes"]["first dim"]
+        np.testing.assert_allclose(first["column_means"], 0.0, atol=1e-12)
+        np.testing.assert_allclose(first["column_stds"], 1.0, rtol=1e-3)
+        assert max(abs(m) for m in first["row_means"]) > 0.05
+        # each column normalised over its rows, by the textbook formula
+        x = np.asarray(e["x"])
+        want = (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + 1e-5)
+        np.testing.assert_allclose(first["y"], want, rtol=1e-9, atol=1e-12)
+
+
+def test_whole_tensor_reading_normalises_globally_and_keeps_correlation_one(scope):
+    for e in _entries(scope):
+        whole = e["scopes"]["whole tensor"]
+        assert abs(whole["mean"]) < 1e-12 and abs(whole["std"] - 1) < 1e-3
         assert whole["pearson_r"] == pytest.approx(1.0, abs=1e-12)
-        assert last["pearson_r"] < whole["pearson_r"] - 1e-3
+        for reading in ("last dim", "first dim"):
+            assert e["scopes"][reading]["pearson_r"] < whole["pearson_r"] - 1e-3
 
 
-def test_input_statistics_are_those_of_the_drawn_matrix(scope):
-    big = scope["shapes"]["30×30"]["input"]
+def test_both_input_laws_are_drawn_as_stated(scope):
+    big = scope["laws"]["N(2, 3²)"]["shapes"]["30×30"]["input"]
     assert big["mean"] == pytest.approx(2.0, abs=0.4) and big["std"] == pytest.approx(3.0, rel=0.1)
+    unit = scope["laws"]["N(0, 1)"]["shapes"]["30×30"]["input"]
+    assert unit["mean"] == pytest.approx(0.0, abs=0.15) and unit["std"] == pytest.approx(1, rel=0.1)
+
+
+def test_the_notes_before_ln_mean_is_measured_in_standard_errors_of_its_stated_input(scope):
+    # the note's table mean 2.31 against N(0, 1): the mean of n entries has std 1/sqrt(n)
+    check = scope["note_input_check"]
+    assert check["3×10"] == pytest.approx(2.31 / (1 / math.sqrt(30)))
+    assert check["30×30"] == pytest.approx(2.31 * 30)
 
 
 # Study 3: γ and β ----------------------------------------------------------------------------
@@ -143,17 +169,24 @@ def test_temperature_sweep_sharpens_as_t_falls(soft):
 
 # Study 6: LayerNorm parameters ------------------------------------------------------------
 
-def test_fresh_model_layernorm_parameters_are_one_and_zero():
+NO_PRETRAINED = {"found": None, "looked_in": ["nowhere"], "hub": "not reachable: test"}
+
+
+def test_without_a_checkpoint_a_model_is_trained_and_its_gamma_beta_have_moved(monkeypatch):
     from nanonorm.gpt_config import GPTConfig
     from nanonorm.studies import ln_params
 
-    params, label = ln_params.load_parameters(None, preset="tiny")
-    r = ln_params.layernorm_parameters(params, label=label)
+    monkeypatch.setitem(ln_params.TRAINING, "quick", {**ln_params.TRAINING["quick"], "steps": 6})
+    params, source = ln_params.load_parameters(None, mode="quick", pretrained=NO_PRETRAINED)
+    r = ln_params.layernorm_parameters(params, label=source["label"])
     c = GPTConfig.preset("tiny")
-    assert "freshly initialised" in r["label"]
+    assert source["kind"] == "trained" and source["training"]["steps_run"] == 6
+    assert "trained here for 6 steps" in r["label"]
     assert len(r["modules"]) == 2 * c.n_layer + 1
     assert r["gamma"]["count"] == r["beta"]["count"] == (2 * c.n_layer + 1) * c.n_embd
-    assert r["gamma"]["min"] == r["gamma"]["max"] == 1.0 and r["beta"]["std"] == 0.0
+    # a fresh model has γ = 1 and β = 0 exactly: these moved
+    assert r["gamma"]["max_change"] > 1e-3 and r["beta"]["max_change"] > 1e-3
+    assert r["gamma"]["min"] < r["gamma"]["max"]
     assert sum(r["gamma"]["hist"]) == r["gamma"]["count"]
 
 
@@ -164,17 +197,60 @@ def test_layernorm_parameters_read_from_a_checkpoint(tmp_path):
     model = GPT(GPTConfig.preset("tiny"))
     for name, p in model.parameters().items():
         if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
-            p[...] = 0.3                              # the seed's "trained GPT-2" range
+            p[...] = 0.3                              # the note's "trained GPT-2" range
     model.save(tmp_path)
-    params, label = ln_params.load_parameters(tmp_path)
-    r = ln_params.layernorm_parameters(params, label=label)
-    assert str(tmp_path) in r["label"]
+    params, source = ln_params.load_parameters(tmp_path)
+    r = ln_params.layernorm_parameters(params, label=source["label"])
+    assert source["kind"] == "checkpoint" and str(tmp_path) in r["label"]
     assert r["gamma"]["share_in_0.2_0.4"] == 1.0
     assert r["gamma"]["mean"] == pytest.approx(0.3, rel=1e-6)
     assert r["beta"]["share_abs_below_0.1"] == 1.0
 
 
-# Study 7: parameter counts -------------------------------------------------------------------
+def test_a_gpt2_in_the_local_hugging_face_cache_is_found_and_used(tmp_path, monkeypatch):
+    from nanonorm.gpt import GPT, GPTConfig
+    from nanonorm.studies import ln_params
+
+    model = GPT(GPTConfig.preset("tiny"), seed=3)
+    repo = tmp_path / "models--gpt2"
+    model.save(repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(ln_params, "hub_reachable", lambda *a, **k: pytest.fail("probed"))
+    found = ln_params.find_pretrained()
+    assert found["found"] == str(repo) and found["hub"] is None
+    params, source = ln_params.load_parameters(None)
+    assert source["kind"] == "pretrained"
+    np.testing.assert_array_equal(params["transformer.wte.weight"],
+                                  model.parameters()["transformer.wte.weight"])
+
+
+def test_an_empty_cache_is_reported_with_where_it_looked(tmp_path, monkeypatch):
+    from nanonorm.studies import ln_params
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(ln_params, "hub_reachable", lambda *a, **k: "not reachable: offline")
+    found = ln_params.find_pretrained()
+    assert found["found"] is None and found["hub"] == "not reachable: offline"
+    assert str(tmp_path / "models--gpt2") in found["looked_in"]
+
+
+def test_hub_probe_tells_an_open_port_from_a_closed_one():
+    import socket
+
+    from nanonorm.studies import ln_params
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert ln_params.hub_reachable(server.getsockname(), timeout=3) == "reachable"
+        port = server.getsockname()
+    # the listening socket is closed now: nothing answers on that port
+    assert ln_params.hub_reachable(port, timeout=3).startswith("not reachable")
+
+
+# Study 7: parameter counts and weight tying -------------------------------------------------
 
 def test_parameter_counts_are_gpt2s_exact_counts():
     from nanonorm.studies import param_counts
@@ -188,27 +264,63 @@ def test_parameter_counts_are_gpt2s_exact_counts():
                                    "tied": 124_439_808, "untied_minus_unembedding": 124_439_808}
     for m in r["models"].values():
         assert m["weights"] + m["biases"] == m["total"] == sum(m["components"].values())
-        assert m["biases_share"] < 0.001                  # the seed's "< 0.1%"
+        assert m["biases_share"] < 0.001                  # the note's "< 0.1%"
 
 
-def test_weight_tying_correlation_is_one_tied_and_near_zero_untied():
+def test_pearson_of_an_array_with_itself_is_exactly_one_and_matches_numpy():
     from nanonorm.studies import param_counts
 
-    r = param_counts.weight_tying(preset="tiny")
-    assert r["tied"]["correlation"] == pytest.approx(1.0, abs=1e-12)
-    assert abs(r["untied"]["correlation"]) < 0.1
-    assert not r["tied"]["has_lm_head_weight"] and r["untied"]["has_lm_head_weight"]
-    for v in (r["tied"], r["untied"]):
+    rng = np.random.default_rng(0)
+    for shape in [(7,), (256, 16), (3, 1000)]:
+        a = rng.normal(size=shape).astype(np.float32)
+        assert param_counts.pearson(a, a) == 1.0
+        b = a + rng.normal(size=shape).astype(np.float32)
+        assert param_counts.pearson(a, b) == pytest.approx(np.corrcoef(a.ravel(), b.ravel())[0, 1],
+                                                           rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def tying():
+    from nanonorm.studies import param_counts
+    return param_counts.weight_tying(preset="tiny", steps=5)
+
+
+def test_tied_model_keeps_one_matrix_so_r_is_exactly_one(tying):
+    t = tying["tied"]
+    for when in ("before", "after"):
+        assert t[when]["identical"] and t[when]["correlation"] == 1.0
+    assert not t["has_lm_head_weight"]
+
+
+def test_untied_copies_start_equal_and_drift_apart_when_trained(tying):
+    u = tying["untied"]
+    assert u["before"]["identical"] and u["before"]["correlation"] == 1.0
+    assert not u["after"]["identical"] and u["after"]["max_abs_difference"] > 0
+    assert u["after"]["correlation"] < 1.0
+    assert u["has_lm_head_weight"]
+
+
+def test_tied_and_untied_start_from_the_same_model_and_data(tying):
+    # same weights (the untied head a copy of wte) and the same first batch: same first loss
+    assert tying["tied"]["losses"][0] == tying["untied"]["losses"][0]
+    assert tying["tied"]["losses"][1:] != tying["untied"]["losses"][1:]
+    for v in (tying["tied"], tying["untied"]):
         assert v["allocated"] == v["analytic"]
-    assert r["untied"]["allocated"] - r["tied"]["allocated"] == 256 * 16  # vocab × C
+    assert tying["untied"]["allocated"] - tying["tied"]["allocated"] == 256 * 16  # vocab × C
 
 
 # Study 8: timing -------------------------------------------------------------------------------
 
-def test_time_model_reports_every_phase():
+def test_time_model_reports_every_phase_and_says_which_it_is_in():
     from nanonorm.studies import timing
 
-    r = timing.time_model(preset="tiny", batch=1, seq=8, repeats=2, steps=2, impl="reference")
+    heard = []
+    r = timing.time_model(preset="tiny", batch=1, seq=8, repeats=2, steps=2, impl="reference",
+                          tie_weights=False, progress=heard.append)
+    assert heard == ["construction", "first forward", "forward 1/2", "forward 2/2",
+                     "training step 1/2", "training step 2/2"]
+    assert r["tie_weights"] is False and r["parameters"] == 15_296   # tiny, untied
+    assert r["load"]["samples"] >= 1
     assert len(r["forward_s"]) == 2 and len(r["train_step_s"]) == 2
     assert all(t > 0 for t in [r["construction_s"], r["warmup_forward_s"], *r["forward_s"],
                                *r["train_step_s"]])

@@ -1,19 +1,25 @@
-"""`nanonorm report`: rerun the source documents' studies and write the report."""
+"""`nanonorm report`: rerun the source notes' studies and write the report."""
 from __future__ import annotations
 
-HELP = "Run every study of the source documents and write report.md, figures and results.json"
+HELP = "Run every study of the source notes and write report.md, figures and results.json"
+# measured on a 2-core CPU shared with other work (see the report's header for each run)
+DURATION = {"full": "about N minutes", "quick": "about N s"}
 
 
 def configure(parser) -> None:
     parser.add_argument("--out", default="nanonorm-report", metavar="DIR",
-                        help="output directory (default: nanonorm-report/)")
+                        help="output directory (default: nanonorm-report)")
     parser.add_argument("--quick", action="store_true",
-                        help="a tiny model for the timing study: finishes in well under a minute")
+                        help=f"small sizes everywhere: {DURATION['quick']} on a 2-core CPU, "
+                             f"where the full run takes {DURATION['full']} (default: off, the "
+                             "full run)")
     parser.add_argument("--checkpoint", metavar="DIR", default=None,
-                        help="GPT-2 checkpoint directory whose LayerNorm parameters to plot "
-                             "(default: `nanonorm train`'s output directory if it holds a "
-                             "model, else a freshly initialised model, labelled as such)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of every study")
+                        help="GPT-2 checkpoint directory whose LayerNorm parameters study 6 "
+                             "plots (default: `nanonorm train`'s output directory if it holds "
+                             "a model, else the pretrained GPT-2 if a local Hugging Face cache "
+                             "holds it, else a small model trained for the study)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed of every study (default: 0)")
 
 
 def _trained_checkpoint() -> str | None:
@@ -33,11 +39,14 @@ def run(args) -> int:
     from ..memory import keep_freed_memory
     from ..studies.report import Options, run_report
 
-    keep_freed_memory()          # the timing study trains GPT-2 small (see nanonorm.memory)
+    keep_freed_memory()          # the timing study trains Model 5 (see nanonorm.memory)
 
     checkpoint = args.checkpoint or _trained_checkpoint()
     if checkpoint and not args.checkpoint:
         print(f"study 6 uses the `nanonorm train` checkpoint found in {checkpoint}/")
+    mode = "quick" if args.quick else "full"
+    print(f"nanonorm report{' --quick' if args.quick else ''}: 9 studies, {DURATION[mode]} on "
+          "a 2-core CPU; the bar says what each long study is doing", flush=True)
     results = run_report(args.out, Options(quick=args.quick, seed=args.seed,
                                            checkpoint=checkpoint))
     print(f"wrote {args.out}/report.md, report.html, results.json and "

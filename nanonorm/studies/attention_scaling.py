@@ -1,4 +1,4 @@
-"""Studies 4 and 5: why attention divides QKᵀ by sqrt(d), and what that does to softmax.
+"""Studies 4 and 5 (note 2): why attention divides QKᵀ by sqrt(d), and what that does to softmax.
 
 Each entry of QKᵀ is a sum of d products of independent N(0, 1) numbers, so its variance is d;
 dividing by sqrt(d) brings the std back to 1, which is softmax at temperature sqrt(d).
@@ -12,8 +12,8 @@ from matplotlib.figure import Figure
 
 from .. import functional as F
 
-# the seed's figures (2-attention-scaling.md, §3.1, §3.2, §4.2, §5.3), quoted
-SEED = {"std_qk_50": "σ(QKᵀ) ≈ sqrt(50) ≈ 7",
+# note 2's figures (§3.1, §3.2, §4.2, §5.3), quoted
+NOTE = {"std_qk_50": "σ(QKᵀ) ≈ sqrt(50) ≈ 7",
         "sweep": "50×n, n = 2…100: σ(QKᵀ) matches sqrt(n) almost perfectly",
         "softmax": "before scaling a few tokens take most probability, most ≈ 0; "
                    "after scaling the distribution is more even",
@@ -26,7 +26,7 @@ def _qk(m: int, d: int, rng) -> tuple[np.ndarray, np.ndarray]:
 
 def qk_std(*, m: int = 50, d: int = 50, trials: int = 1, seed: int = 0) -> dict:
     """std of Q, K (m×d, N(0, 1)) and of QKᵀ, beside sqrt(d); `trials` independent draws
-    pooled (one draw, as in the seed, scatters by up to about 10% around sqrt(d))."""
+    pooled (one draw, as in the note, scatters by up to about 10% around sqrt(d))."""
     rng = np.random.default_rng(seed)
     qs, ks = zip(*(_qk(m, d, rng) for _ in range(trials)))
     q, k = np.stack(qs), np.stack(ks)                               # (trials, m, d)

@@ -1,5 +1,5 @@
-"""Study 1: repeated products A_k = s · A_{k-1} B_k vanish or explode; a LayerNorm after each
-product keeps them bounded.
+"""Study 1 (note 1): repeated products A_k = s · A_{k-1} B_k vanish or explode; a LayerNorm
+after each product keeps them bounded.
 
 Every scale s reuses the same A_0 and B_1..B_steps, so the curves differ by s alone (without
 LayerNorm and before any overflow, norm_s(k) = s^k · norm_1(k) exactly up to rounding).
@@ -15,8 +15,8 @@ from .. import functional as F
 
 SCALES = (0.5, 1.0, 1.5, 2.0)
 B_LAWS = {"scaled": "N(0, 1/n)", "raw": "N(0, 1)"}
-# what the seed (1-layernorm-stability.md, §5.1 and §4.1.1) reports, quoted
-SEED = {"s < 1": "norm -> 0 (suy giảm, underflow)", "s = 1": "oscillates (dao động)",
+# what note 1 (§5.1 and §4.1.1) reports, quoted
+NOTE = {"s < 1": "norm -> 0 (suy giảm, underflow)", "s = 1": "oscillates (dao động)",
         "s > 1": "norm -> inf (bùng nổ, overflow)"}
 
 
@@ -75,7 +75,7 @@ def _regime(norms: list[float]) -> dict:
 
 
 def run(*, seed: int = 0) -> dict:
-    """The four panels of the report: the seed's claim, the raw case, half precision, LayerNorm."""
+    """The four panels of the report: the note's claim, the raw case, half precision, LayerNorm."""
     return {
         "scaled_float32": matrix_chain(b="scaled", seed=seed),
         "raw_float32": matrix_chain(b="raw", seed=seed),

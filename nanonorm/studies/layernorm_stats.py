@@ -1,9 +1,12 @@
-"""Studies 2 and 3: what LayerNorm does to a matrix's statistics, and how γ and β set them.
+"""Studies 2 and 3 (note 1): what LayerNorm does to a matrix's statistics, read both ways the
+note's "per column" can mean, and how γ and β set them.
 
 Stds here are population stds (ddof=0), the variance LayerNorm itself divides by; torch.std's
 default (ddof=1) reads sqrt(N/(N-1)) higher, e.g. 1.017 for 30 values.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -11,47 +14,62 @@ from matplotlib.figure import Figure
 from .. import functional as F
 
 SHAPES = ((3, 10), (30, 30))
-MU, SIGMA = 2.0, 2.0
-# the seed's figures (1-layernorm-stability.md, §4.1.2 table and §5.3), quoted
-SEED = {"before_ln": {"mean": 2.31, "std": 1.87}, "after_ln": {"mean": 0.01, "std": 1.02},
+# note 1's method draws N(0, 1) (§3.3.1); its own table (§4.1.2) reads like N(2, 2²)
+LAWS = {"N(0, 1)": (0.0, 1.0), "N(2, 2²)": (2.0, 2.0)}
+MU, SIGMA = 2.0, 2.0          # study 3's input
+SCOPES = {"last dim": "each row over its columns: normalized_shape = (cols,), LayerNorm's "
+                      "and nn.LayerNorm(cols)'s reading",
+          "first dim": "each column over its rows: the note's \"per column\" as written "
+                       "(LayerNorm of the transpose)",
+          "whole tensor": "all entries together: normalized_shape = (rows, cols)"}
+# note 1's figures (§4.1.2 table, §5.2, §5.3), quoted
+NOTE = {"before_ln": {"mean": 2.31, "std": 1.87}, "after_ln": {"mean": 0.01, "std": 1.02},
         "gamma_3_beta_5": {"mean": "≈ 5", "std": "≈ 3"},
-        "per_column": "mean ≈ 0 and std ≈ 1 along the normalised dim, not along the other",
-        "whole_tensor": "normalised globally, correlation with the input ≈ 1"}
+        "per_column": "Mean ≈ 0 theo cột, Std ≈ 1 theo cột, không chuẩn hóa theo hàng "
+                      "(mean ≈ 0 per column, std ≈ 1 per column, rows not normalised)",
+        "whole_tensor": "chuẩn hóa toàn cục, hệ số tương quan ≈ 1 (normalised globally, "
+                        "correlation ≈ 1)",
+        "method_input": "A_ij ~ N(0, 1), 30×30 and 3×10 (§3.3.1)"}
 
 
-def _scopes(shape) -> dict:
-    # the seed's "per column" is PyTorch's LayerNorm(cols): each row normalised over its columns
-    return {"last dim": (shape[-1],), "whole tensor": tuple(shape)}
+def _normalise(x, scope: str):
+    if scope == "last dim":
+        return F.layer_norm(x, (x.shape[-1],))
+    if scope == "first dim":
+        return F.layer_norm(x.T, (x.shape[0],)).T   # LayerNorm normalises trailing dims only
+    return F.layer_norm(x, tuple(x.shape))
 
 
-def normalization_scope(*, shapes=SHAPES, mu: float = MU, sigma: float = SIGMA,
-                        seed: int = 0) -> dict:
-    """LayerNorm of N(mu, sigma) matrices over the last dim vs over the whole tensor.
+def _stats(y, x) -> dict:
+    return {"mean": float(y.mean()), "std": float(y.std()),
+            "row_means": y.mean(axis=1).tolist(), "row_stds": y.std(axis=1).tolist(),
+            "column_means": y.mean(axis=0).tolist(), "column_stds": y.std(axis=0).tolist(),
+            "pearson_r": float(np.corrcoef(x.ravel(), y.ravel())[0, 1])}
 
-    For each shape and scope: the input's and output's global mean/std, the output's mean/std
-    along the normalised dims (per row for "last dim", one group for "whole tensor") and along
-    the other dim (per column, left alone by "last dim"), and the Pearson correlation between
-    input and output entries. x and y are kept for the scatter plot.
+
+def normalization_scope(*, shapes=SHAPES, laws=LAWS, seed: int = 0) -> dict:
+    """LayerNorm of random matrices over the last dim, the first dim and the whole tensor.
+
+    For each input law, shape and scope: the output's row and column means and stds, its
+    global mean/std and the Pearson correlation of input and output entries; x and each y
+    are kept for the plot. `note_input_check` measures how far the note's "before LN" mean
+    lies from what its stated N(0, 1) input gives (in standard errors of the mean).
     """
     rng = np.random.default_rng(seed)
-    out = {"mu": mu, "sigma": sigma, "shapes": {}}
-    for shape in shapes:
-        x = rng.normal(mu, sigma, size=shape)
-        entry = {"shape": list(shape), "x": x.tolist(),
-                 "input": {"mean": float(x.mean()), "std": float(x.std())}, "scopes": {}}
-        for name, dims in _scopes(shape).items():
-            y = F.layer_norm(x, dims)
-            groups = y.reshape(-1, int(np.prod(dims)))  # one row per normalised group
-            entry["scopes"][name] = {
-                "normalized_shape": list(dims), "y": y.tolist(),
-                "mean": float(y.mean()), "std": float(y.std()),
-                "group_means": groups.mean(axis=1).tolist(),
-                "group_stds": groups.std(axis=1).tolist(),
-                "column_means": y.mean(axis=0).tolist(),
-                "column_stds": y.std(axis=0).tolist(),
-                "pearson_r": float(np.corrcoef(x.ravel(), y.ravel())[0, 1]),
-            }
-        out["shapes"]["×".join(map(str, shape))] = entry
+    out = {"laws": {}, "scopes": SCOPES}
+    for law, (mu, sigma) in laws.items():
+        entry = {"mu": mu, "sigma": sigma, "shapes": {}}
+        for shape in shapes:
+            x = rng.normal(mu, sigma, size=shape)
+            e = {"shape": list(shape), "x": x.tolist(), "input": _stats(x, x), "scopes": {}}
+            for scope in SCOPES:
+                y = _normalise(x, scope)
+                e["scopes"][scope] = {"y": y.tolist(), **_stats(y, x)}
+            entry["shapes"]["×".join(map(str, shape))] = e
+        out["laws"][law] = entry
+    out["note_input_check"] = {
+        "×".join(map(str, shape)): NOTE["before_ln"]["mean"] * math.sqrt(math.prod(shape))
+        for shape in shapes}
     return out
 
 
@@ -76,24 +94,27 @@ def gamma_beta(*, gammas=(1.0, 2.0, 3.0), betas=(0.0, 2.0, 5.0), shape=(30, 30),
 
 
 def plot_scope(result: dict) -> Figure:
-    shapes = result["shapes"]
-    fig = Figure(figsize=(5.5 * len(shapes), 4.5), layout="constrained")
-    for ax, (label, entry) in zip(fig.subplots(1, len(shapes), squeeze=False)[0],
-                                  shapes.items()):
-        x = np.asarray(entry["x"])
-        rows = np.broadcast_to(np.arange(x.shape[0])[:, None], x.shape)
-        last, whole = entry["scopes"]["last dim"], entry["scopes"]["whole tensor"]
-        # colour = row: each row gets its own affine map, hence the lower correlation
-        ax.scatter(x, last["y"], c=rows, cmap="viridis", s=14,
-                   label=f"last dim (colour = row), r = {last['pearson_r']:.3f}")
-        ax.scatter(x, whole["y"], c="k", marker="x", s=14,
-                   label=f"whole tensor, r = {whole['pearson_r']:.3f}")
-        ax.axhline(0, color="gray", lw=0.5)
-        ax.set_title(f"{label} matrix, N({result['mu']:g}, {result['sigma']:g}²)")
-        ax.set_xlabel("input entry")
-        ax.set_ylabel("LayerNorm output entry")
-        ax.legend(fontsize=8)
-    fig.suptitle("LayerNorm over the last dim vs over the whole tensor (r: Pearson with input)")
+    laws = result["laws"]
+    shapes = list(next(iter(laws.values()))["shapes"])
+    fig = Figure(figsize=(5.2 * len(shapes), 3.6 * len(laws)), layout="constrained")
+    axes = fig.subplots(len(laws), len(shapes), squeeze=False)
+    for axrow, (law, entry) in zip(axes, laws.items()):
+        for ax, label in zip(axrow, shapes):
+            e = entry["shapes"][label]
+            for i, (scope, st) in enumerate(e["scopes"].items()):
+                ax.plot([i - 0.12] * len(st["row_means"]), st["row_means"], "o", color="C0",
+                        ms=4, alpha=0.6, label="row means" if i == 0 else None)
+                ax.plot([i + 0.12] * len(st["column_means"]), st["column_means"], "x",
+                        color="C3", ms=4, alpha=0.6, label="column means" if i == 0 else None)
+                ax.annotate(f"r = {st['pearson_r']:.3f}", (i, 1.0), xycoords=("data", "axes "
+                            "fraction"), ha="center", va="top", fontsize=8)
+            ax.axhline(0, color="gray", lw=0.5)
+            ax.set_xticks(range(len(e["scopes"])), list(e["scopes"]))
+            ax.set_title(f"{label} matrix, {law}", fontsize=10)
+            ax.set_ylabel("mean of the LayerNorm output")
+            ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Means along rows and columns after normalising over the last dim, the first "
+                 "dim or the whole tensor (r: Pearson with the input)")
     return fig
 
 

@@ -1,13 +1,15 @@
-"""The report's prose: one function per study turning its numbers into document blocks.
+"""The report's prose for studies 1-5: one function per study turning its numbers into
+document blocks (studies 6-9: sections_gpt).
 
-Every sentence that states a finding is computed from the study's numbers; the seed's own
-figures are quoted from the seed's module-level SEED dicts, with the file they come from.
+Every sentence that states a finding is computed from the study's numbers; the notes' own
+figures are quoted from each study module's NOTE dict, cited by the note's title.
 """
 from __future__ import annotations
 
 import math
 
-from . import attention_scaling, instability, layernorm_stats, ln_params, param_counts, timing
+from . import attention_scaling, instability, layernorm_stats
+from .sources import cite, quoted
 
 
 def _g(x, digits: int = 3) -> str:
@@ -18,8 +20,12 @@ def _g(x, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-def _seed(source: str, items: dict) -> tuple:
-    return ("list", [f"seed ({source}): {k}: {v}" for k, v in items.items()])
+def source(number: int, where: str) -> tuple:
+    return ("p", f"Source: {cite(number, where)}.")
+
+
+def span(values, digits: int = 3) -> str:
+    return f"{min(values):.{digits}g} … {max(values):.{digits}g}"
 
 
 # 1 -------------------------------------------------------------------------------------------
@@ -43,7 +49,7 @@ def repeated_products(r: dict, figs: list[str]) -> list[tuple]:
         f"B ~ N(0, 1/n), float32: growth per step {_g(sc['scales']['0.5']['growth_per_step'])} "
         f"at s = 0.5, {_g(sc['scales']['1.0']['growth_per_step'])} at s = 1, "
         f"{_g(sc['scales']['2.0']['growth_per_step'])} at s = 2: vanishes, stays roughly flat, "
-        f"explodes, as the seed says. Within {sc['steps']} steps float32 neither overflows nor "
+        f"explodes, as the note says. Within {sc['steps']} steps float32 neither overflows nor "
         f"underflows here (norms span {_g(min(sc_norms))} to {_g(max(sc_norms))}).",
         f"The same chain in float16 reaches both limits: "
         + "; ".join(f"s = {s}: " + (f"overflow at step {x['overflow_step']}"
@@ -61,11 +67,12 @@ def repeated_products(r: dict, figs: list[str]) -> list[tuple]:
         "mean 0 and std 1, whatever s is).",
     ]
     return [("h", 2, "1. Repeated products vanish or explode; LayerNorm keeps them bounded"),
+            source(1, "§2.1, §3.4.1, §4.1.1 and §5.1"),
+            quoted(1, instability.NOTE),
             ("p", f"A_k = s · A_(k−1) · B_k with {n}×{n} matrices, A_0 ~ N(0, 1), "
                   f"s ∈ {{0.5, 1, 1.5, 2}}, {sc['steps']} steps; every s reuses the same A_0 and "
                   "B_k, so the curves differ by s alone. The chain runs in the dtype shown; "
                   "norms are computed in float64 so squaring adds no overflow of its own."),
-            _seed("1-layernorm-stability.md §5.1", instability.SEED),
             ("list", findings),
             ("table", ["chain", "s", "growth / step", "‖A_50‖_F", "overflow step",
                        "underflow step"], rows),
@@ -76,51 +83,82 @@ def repeated_products(r: dict, figs: list[str]) -> list[tuple]:
 # 2, 3 ----------------------------------------------------------------------------------------
 
 def layernorm_scope(r: dict, figs: list[str]) -> list[tuple]:
-    rows = []
-    for label, e in r["shapes"].items():
-        for name, sc in e["scopes"].items():
-            rows.append([label, name, str(tuple(sc["normalized_shape"])),
-                         f"{e['input']['mean']:.3f} / {e['input']['std']:.3f}",
-                         f"{sc['mean']:.2g} / {sc['std']:.6f}",
-                         f"{max(abs(m) for m in sc['group_means']):.1e}",
-                         f"{min(sc['group_stds']):.6f}–{max(sc['group_stds']):.6f}",
-                         f"{min(sc['column_means']):.2f}…{max(sc['column_means']):.2f}",
-                         f"{sc['pearson_r']:.4f}"])
-    s = layernorm_stats.SEED
-    return [("h", 2, "2. What LayerNorm does to a matrix's statistics"),
-            ("p", f"N({r['mu']:g}, {r['sigma']:g}²) matrices normalised with "
-                  "`nanonorm.functional.layer_norm` over the last dim (`normalized_shape = "
-                  "(cols,)`, each row normalised over its columns: the seed's \"per column\", "
-                  "PyTorch's `LayerNorm(cols)`) and over the whole tensor (`normalized_shape = "
-                  "(rows, cols)`). Stds are population stds (ddof = 0), the variance LayerNorm "
-                  "divides by; `torch.std`'s default (ddof = 1) reads sqrt(N/(N−1)) higher, "
-                  "e.g. 1.017 for N = 30."),
-            ("list", [f"seed (1-layernorm-stability.md §4.1.2): before LN mean "
-                      f"{s['before_ln']['mean']}, std {s['before_ln']['std']}; after LN mean "
-                      f"{s['after_ln']['mean']}, std {s['after_ln']['std']}",
-                      f"seed (§5.2): per column: {s['per_column']}; whole tensor: "
-                      f"{s['whole_tensor']}"]),
-            ("table", ["matrix", "scope", "normalized_shape", "input mean / std",
-                       "output mean / std", "max abs(mean) along normalised dims",
-                       "std along normalised dims", "column means (not normalised)",
-                       "Pearson r with input"], rows),
-            ("p", "Whole-tensor LayerNorm is one affine map of every entry, so r = 1; "
-                  "per-row LayerNorm gives each row its own shift and scale, so r < 1, and the "
-                  "column means stay away from 0."),
-            *[("img", f, "Output entry against input entry; colour = row for the per-row scope")
+    rows, found = [], {}
+    for law, entry in r["laws"].items():
+        for label, e in entry["shapes"].items():
+            for scope, st in e["scopes"].items():
+                found[law, label, scope] = st
+                rows.append([law, label, scope, span(st["row_means"], 2),
+                             span(st["row_stds"], 4), span(st["column_means"], 2),
+                             span(st["column_stds"], 4), f"{st['pearson_r']:.4f}"])
+    n = layernorm_stats.NOTE
+    laws, shapes = list(r["laws"]), list(next(iter(r["laws"].values()))["shapes"])
+
+    def worst(scope, key, target):
+        return max(abs(v - target) for (_, _, s), st in found.items() if s == scope
+                   for v in st[key])
+    last_cols = [v for (_, _, s), st in found.items() if s == "last dim"
+                 for v in st["column_means"]]
+    first_rows = [v for (_, _, s), st in found.items() if s == "first dim"
+                  for v in st["row_means"]]
+    big = r["laws"][laws[-1]]["shapes"][shapes[-1]]["input"]
+    z = r["note_input_check"]
+    findings = [
+        f"Over the last dim (`normalized_shape = (cols,)`, what `nn.LayerNorm(cols)` and "
+        f"GPT-2 do): every row has mean 0 (within {worst('last dim', 'row_means', 0):.1e}) and "
+        f"std 1 (within {worst('last dim', 'row_stds', 1):.1e}), while the column means span "
+        f"{span(last_cols, 2)}: the columns are not normalised.",
+        f"Over the first dim (each column over its rows, LayerNorm of the transpose): every "
+        f"column has mean 0 (within {worst('first dim', 'column_means', 0):.1e}) and std 1 "
+        f"(within {worst('first dim', 'column_stds', 1):.1e}), and the row means span "
+        f"{span(first_rows, 2)}. This is the note's claim as written (§5.2: mean ≈ 0 and std "
+        "≈ 1 per column, rows not normalised).",
+        "The note says it used `nn.LayerNorm(normalized_shape)`, which normalises trailing "
+        "dims only: on a (rows, cols) matrix that is the last-dim reading, where the column "
+        "means are not ≈ 0. Its statement holds for the first-dim reading, which "
+        "`nn.LayerNorm` gives only on the transposed matrix; which one the note ran, it does "
+        "not say.",
+        "Whole tensor: one shift and one scale for every entry, so Pearson r = 1 (as the note "
+        "says); each per-row or per-column reading gives every row (column) its own shift and "
+        "scale, so r < 1 (the note: \"correlation decreases slightly\").",
+        f"Input: the note's method draws N(0, 1) (§3.3.1) but its table (§4.1.2) gives mean "
+        f"{n['before_ln']['mean']} and std {n['before_ln']['std']} before LN. A mean of "
+        f"{n['before_ln']['mean']} from N(0, 1) entries lies "
+        + " and ".join(f"{v:.0f} ({k})" for k, v in z.items())
+        + " standard errors of the mean (1/sqrt(entries)) above 0: the table cannot come "
+        f"from the stated input. Both are run here: N(0, 1) as the method says, and "
+        f"{laws[-1]}, near the table (the {shapes[-1]} draw has mean {big['mean']:.2f}, std "
+        f"{big['std']:.2f}).",
+    ]
+    return [("h", 2, "2. What LayerNorm does to a matrix's statistics: which dim it normalises"),
+            source(1, "§3.3.1, §3.4.2, §4.1.2 and §5.2"),
+            quoted(1, {
+                "before LN": f"mean {n['before_ln']['mean']}, std {n['before_ln']['std']}",
+                "after LN": f"mean {n['after_ln']['mean']}, std {n['after_ln']['std']}",
+                "per column": n["per_column"], "whole tensor": n["whole_tensor"],
+                "input": n["method_input"]}),
+            ("p", "Each matrix normalised by `nanonorm.functional.layer_norm` three ways: "
+                  + "; ".join(f"**{k}**: {v}" for k, v in r["scopes"].items()) + ". Stds are "
+                  "population stds (ddof = 0), the variance LayerNorm divides by; "
+                  "`torch.std`'s default (ddof = 1) reads sqrt(N/(N−1)) higher, e.g. 1.017 "
+                  "for N = 30, the size of the note's \"std 1.02\"."),
+            ("list", findings),
+            ("table", ["input", "matrix", "normalised over", "row means", "row stds",
+                       "column means", "column stds", "Pearson r with input"], rows),
+            *[("img", f, "Row means (○) and column means (×) of the output for each reading")
               for f in figs]]
 
 
 def gamma_beta(r: dict, figs: list[str]) -> list[tuple]:
     rows = [[f"{t['gamma']:g}", f"{t['beta']:g}", f"{round(t['mean'], 6) + 0.0:.6f}",
              f"{t['std']:.6f}"] for t in r["table"]]
-    s = layernorm_stats.SEED["gamma_3_beta_5"]
+    s = layernorm_stats.NOTE["gamma_3_beta_5"]
     return [("h", 2, "3. γ and β set the output's std and mean"),
+            source(1, "§3.4.3, §4.1.3 and §5.3"),
             ("p", f"LayerNorm over the last dim of a {r['shape'][0]}×{r['shape'][1]} "
                   f"N({r['mu']:g}, {r['sigma']:g}²) matrix with weight = γ and bias = β "
                   "everywhere."),
-            ("list", [f"seed (1-layernorm-stability.md §5.3): γ = 3, β = 5 gives mean "
-                      f"{s['mean']}, std {s['std']}"]),
+            quoted(1, {"γ = 3, β = 5": f"mean {s['mean']}, std {s['std']}"}),
             ("table", ["γ", "β", "output mean", "output std"], rows),
             *[("img", f, "Output histograms: β moves the distribution, γ stretches it")
               for f in figs]]
@@ -133,10 +171,11 @@ def qk_std(r: dict, figs: list[str]) -> list[tuple]:
     small = [abs(v - 1) for d, v in zip(sw["d"], sw["std_qk_scaled"]) if d < 16]
     large = [abs(v - 1) for d, v in zip(sw["d"], sw["std_qk_scaled"]) if d >= 16]
     return [("h", 2, "4. Why attention divides QKᵀ by sqrt(d)"),
+            source(2, "§2.1, §3.1, §3.2 and §4.1"),
+            quoted(2, {"Q, K of 50×50": attention_scaling.NOTE["std_qk_50"],
+                       "sweep": attention_scaling.NOTE["sweep"]}),
             ("p", f"Q and K are {one['m']}×d with N(0, 1) entries; each entry of QKᵀ sums d "
                   "products of independent unit-variance numbers, so its variance is d."),
-            _seed("2-attention-scaling.md §3.1–3.2", {k: attention_scaling.SEED[k]
-                                                      for k in ("std_qk_50", "sweep")}),
             ("table", ["", "std(Q)", "std(K)", "std(QKᵀ)", "sqrt(d)", "std(QKᵀ / sqrt(d))"],
              [[f"{one['m']}×{one['d']}", f"{one['std_q']:.4f}", f"{one['std_k']:.4f}",
                f"{one['std_qk']:.4f}", f"{one['sqrt_d']:.4f}", f"{one['std_qk_scaled']:.4f}"]]),
@@ -161,11 +200,11 @@ def softmax_scaling(r: dict, figs: list[str]) -> list[tuple]:
     sweep_rows = [[_g(t, 4), f"{p:.3f}", f"{h:.3f}"]
                   for t, p, h in zip(sw["temperature"], sw["mean_max_p"], sw["mean_entropy"])]
     return [("h", 2, "5. Softmax before and after scaling, and temperature"),
+            source(2, "§2.2, §3.3, §4.2 and §5.3"),
+            quoted(2, {k: attention_scaling.NOTE[k] for k in ("softmax", "temperature")}),
             ("p", f"Scores QKᵀ of {r['m']}×{r['d']} N(0, 1) matrices, softmax and log-softmax "
                   f"by `nanonorm.functional` along each row of {r['m']} keys (uniform entropy "
                   f"log {r['m']} = {r['uniform_entropy']:.3f} nats)."),
-            _seed("2-attention-scaling.md §4.2, §5.3", {k: attention_scaling.SEED[k]
-                                                        for k in ("softmax", "temperature")}),
             ("table", ["", "score std", "mean max prob", "max prob range", "mean entropy (nats)"],
              rows),
             ("p", f"softmax(QKᵀ, temperature = sqrt(d)) equals softmax(QKᵀ / sqrt(d)) to "
@@ -175,116 +214,3 @@ def softmax_scaling(r: dict, figs: list[str]) -> list[tuple]:
             ("table", ["temperature T", "mean max prob", "mean entropy (nats)"], sweep_rows),
             *[("img", f, "Probabilities and −log-probabilities before vs after scaling, per-row "
                          "max probability and entropy, and the temperature sweep") for f in figs]]
-
-
-# 6 -------------------------------------------------------------------------------------------
-
-def ln_parameters(r: dict, figs: list[str]) -> list[tuple]:
-    g, b = r["gamma"], r["beta"]
-
-    def spread(x):
-        p = x["percentiles"]
-        return f"{x['mean']:.4g} ± {x['std']:.3g} (5–95%: {p['p5']:.3g} … {p['p95']:.3g})"
-
-    notes = ["Pretrained GPT-2 weights cannot be downloaded on this offline machine; pass "
-             "`--checkpoint DIR` (a GPT-2 checkpoint directory: `model.safetensors` + "
-             "`config.json`, or a local Hugging Face cache) to measure a trained model."]
-    if r.get("source") == "checkpoint":
-        notes.append("The seed's figures are for the trained GPT-2 release; a different model, "
-                     "e.g. a small `nanonorm train` checkpoint, need not match them.")
-    else:
-        notes.append("No checkpoint was given, so this is a **freshly initialised** model: "
-                     "γ = 1 and β = 0 by construction, nothing like the trained figures the "
-                     "seed reports. The comparison below is the seed's quote against that.")
-    return [("h", 2, "6. LayerNorm parameters of a GPT-2 model"),
-            ("p", f"Every γ (weight) and β (bias) of the {len(r['modules'])} LayerNorms "
-                  f"(ln_1, ln_2 per block and ln_f) of: {r['label']}."),
-            ("list", notes),
-            ("table", ["", "seed: trained GPT-2 (2-attention-scaling.md §4.3)",
-                       "measured on this model", "seed's claim measured"],
-             [["γ", ln_params.SEED["gamma"], spread(g),
-               f"{100 * g['share_in_0.2_0.4']:.1f}% of {g['count']:,} in [0.2, 0.4]"],
-              ["β", ln_params.SEED["beta"], spread(b),
-               f"{100 * b['share_abs_below_0.1']:.1f}% of {b['count']:,} with abs(β) < 0.1"]]),
-            *[("img", f, "Histograms of all LayerNorm γ and β (log count axis)") for f in figs]]
-
-
-# 7 -------------------------------------------------------------------------------------------
-
-def parameters(r: dict, figs: list[str]) -> list[tuple]:
-    c, t = r["counts"], r["tying"]
-    rows = [[name, m["n_layer"], m["n_head"], m["n_embd"], "yes" if m["tie_weights"] else "no",
-             f"{m['total']:,}", f"{m['weights']:,}", f"{m['biases']:,}",
-             f"{100 * m['biases_share']:.3f}%", param_counts.SEED.get(name, "")]
-            for name, m in c["models"].items()]
-    mv = c["model5_vs_gpt2"]
-    same = "equals" if mv["untied_minus_unembedding"] == mv["tied"] else "differs from"
-    tie_rows = [[k, f"{v['correlation']:.4f}", "yes" if v["has_lm_head_weight"] else "no",
-                 f"{v['allocated']:,}", f"{v['analytic']:,}"]
-                for k, v in ((k, t[k]) for k in ("tied", "untied"))]
-    return [("h", 2, "7. Parameter counts and weight tying"),
-            ("p", "Counts from `GPTConfig`'s closed formulas (LayerNorm gains count as weights, "
-                  "LayerNorm shifts as biases); the allocated arrays of small models are "
-                  "checked against them below."),
-            ("table", ["model", "layers", "heads", "C", "tied", "parameters", "weights",
-                       "biases", "bias share", "seed (3-gpt2-parameter-counts.md)"], rows),
-            ("p", f"Model 5 (GPT-2 small with its own unembedding): {mv['untied']:,} − "
-                  f"{mv['unembedding']:,} (unembedding, 50257 × 768) = "
-                  f"{mv['untied_minus_unembedding']:,}, which {same} GPT-2 small's "
-                  f"{mv['tied']:,}. Seed: {param_counts.SEED['model5']}; weights "
-                  f"{param_counts.SEED['weights_share']}, biases "
-                  f"{param_counts.SEED['biases_share']}."),
-            ("p", f"Weight tying on the '{t['preset']}' preset: the Pearson correlation between "
-                  "the embedding `transformer.wte.weight` and the unembedding the head uses "
-                  f"(seed: {param_counts.SEED['tying']})."),
-            ("table", ["model", "corr(embedding, unembedding)", "lm_head.weight stored",
-                       "allocated parameters", "analytic count"], tie_rows),
-            *[("img", f, "Parameters per component, and embedding vs unembedding entries")
-              for f in figs]]
-
-
-# 8 -------------------------------------------------------------------------------------------
-
-def timing_section(r: dict, figs: list[str]) -> list[tuple]:
-    s = r["size"]
-    rows = []
-    for x in r["rows"]:
-        if not x["available"]:
-            rows.append([x["provider"], "not run: " + x["note"], "", "", "", ""])
-            continue
-        rows.append([x["provider"], f"{x['construction_s']:.3g} s",
-                     f"{x['warmup_forward_s']:.3g} s",
-                     f"{x['forward_total_s']:.3g} s (median {x['forward_median_s']:.3g} s, "
-                     f"{x['tokens_per_s_forward']:,.0f} tokens/s)",
-                     f"{x['train_total_s']:.3g} s (step 1 {x['train_step_s'][0]:.3g} s, then "
-                     f"median {x['train_median_s']:.3g} s)", x["note"]])
-    sd = timing.SEED
-    cpu_f, gpu_f = 20.0, 0.03  # the seed's "~20 s" and "~0.03 s", for its ratio claim
-    params = next((x["parameters"] for x in r["rows"] if x["available"]), None)
-    return [("h", 2, "8. CPU vs GPU timing"),
-            ("p", f"Size used here: **'{s['preset']}' preset ({params or 0:,}"
-                  f" parameters), B = {s['batch']}, T = {s['seq']}** ({r['mode']} run; "
-                  f"{r['repeats']} forwards, {r['steps']} training steps of forward + backward + "
-                  "AdamW). The seed times B = 8, T = 1024, which a NumPy forward cannot do within "
-                  "this report's few-minute budget on a small CPU, so the batch is smaller and "
-                  "the numbers are not comparable one-to-one with the seed's."
-                  + (f" The 1-minute load average when timing started was "
-                     f"{r['load_average_1min']:.2f} on {r['cpu_count']} logical cores: other "
-                     "processes competing for the CPU inflate and scatter these times."
-                     if r.get("load_average_1min") is not None else "")),
-            *([("p", "**This machine has no GPU**, so only the CPU side is measured here; "
-                     "the GPU figures below are the seed's.")]
-              if not any(x["available"] and x["device"] == "cuda" for x in r["rows"])
-              else []),
-            ("table", ["provider", "construction", "first forward (compiles kernels)",
-                       f"{r['repeats']} forwards", f"{r['steps']} training steps", "note"], rows),
-            ("p", f"The seed's figures ({sd['size']}, PyTorch, 4-gpt2-cpu-vs-gpu-timing.md), "
-                  "quoted:"),
-            ("table", ["", "CPU", "GPU"],
-             [[label, sd[key]["cpu"], sd[key]["gpu"]] for key, label in (
-                 ("construction", "construction"), ("forward_5_repeats", "forward, 5 repeats"),
-                 ("train_5_steps", "5 training steps"))]),
-            ("p", f"The seed says \"{sd['claim']}\"; its own figures give {cpu_f:g} / {gpu_f:g} "
-                  f"≈ {cpu_f / gpu_f:.0f}×, under 3 orders of magnitude. It does not say "
-                  "whether its forward figure is per repeat or for all five."),
-            *[("img", f, "Seconds per phase and provider (log scale)") for f in figs]]
