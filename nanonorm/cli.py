@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except UsageError as e:
         args.parser.error(str(e))
+    except MemoryError as e:                # a preset or batch too large for this machine
+        print(f"nanonorm {args.command}: error: out of memory ({e})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
