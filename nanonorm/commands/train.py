@@ -208,7 +208,7 @@ def _finite(pending, out: Path, saved) -> list[float]:
     for step, loss, norm in read:
         if not (math.isfinite(loss) and math.isfinite(norm)):
             kept = (f"{out}/ keeps the checkpoint of step {saved}" if saved is not None
-                    else "no checkpoint was written")
+                    else f"nothing was saved ({out}/ is as it was)")
             raise Stopped(f"training diverged at step {step}: loss {loss}, gradient norm "
                           f"{norm} (try a lower --lr); {kept}", 1)
     return [loss for _, loss, _ in read]
