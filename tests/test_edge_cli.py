@@ -60,7 +60,8 @@ TRAIN_CASES = [
     (["--grad-clip", "0"], "--grad-clip"), (["--grad-clip", "inf"], "--grad-clip"),
     (["--seed", "-1"], "--seed"), (["--seed", "x"], "--seed"),
     (["--data", "{root}/missing.txt"], "--data"), (["--data", "{dir}"], "--data"),
-    (["--data", "{empty}"], "--data"), (["--data", "{small}"], "--data"),  # validation split too small
+    (["--data", "{empty}"], "--data"),
+    (["--data", "{small}"], "--data"),                          # validation split too small
     (["--out", "{file}"], "--out"), (["--out", "{file}/sub"], "--out"),
     (["--out", "/proc/nanonorm-test-out"], "--out"),           # no one can create it, root neither
     (["--checkpoint-every", "0"], "--checkpoint-every"), (["--log-every", "0"], "--log-every"),
@@ -99,7 +100,8 @@ SAMPLE_CASES = [
     (["--prompt-ids", "1", "--prompt", "a"], "--prompt"),
     (["--prompt", ""], "--prompt"), (["--prompt", "x" * 33], "--prompt"),   # block_size is 32
     (["--prompt-ids", ",".join(["1"] * 33)], "--prompt-ids"),
-    (["--checkpoint", "{root}/missing"], "--checkpoint"), (["--checkpoint", "{dir}"], "--checkpoint"),
+    (["--checkpoint", "{root}/missing"], "--checkpoint"),
+    (["--checkpoint", "{dir}"], "--checkpoint"),
     (["--dtype", "int8"], "--dtype"), (["--device", "tpu"], "--device"),
 ]
 
@@ -165,7 +167,8 @@ def test_help_lists_the_presets(command):
 
 
 @pytest.mark.parametrize("argv, option", [
-    (["train", "--lr", "nan"], "--lr"), (["sample", "--checkpoint", ".", "--top-p", "2"], "--top-p"),
+    (["train", "--lr", "nan"], "--lr"),
+    (["sample", "--checkpoint", ".", "--top-p", "2"], "--top-p"),
 ])
 def test_a_real_process_exits_2_in_one_line(argv, option, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nanonorm", *argv], capture_output=True,
