@@ -1,9 +1,9 @@
 """`nanonorm report`: rerun the source notes' studies and write the report."""
 from __future__ import annotations
 
+from ..studies import DURATION
+
 HELP = "Run every study of the source notes and write report.md, figures and results.json"
-# measured on a 2-core CPU shared with other work (see the report's header for each run)
-DURATION = {"full": "about N minutes", "quick": "about N s"}
 
 
 def configure(parser) -> None:

@@ -16,3 +16,8 @@ lists, and separate functions that draw them (matplotlib Figure objects, no pypl
     document            report blocks rendered to Markdown and HTML
     report              runs them all and writes the report (`nanonorm report`)
 """
+
+# how long a run took on a 2-core CPU (each report states its own run's duration); kept here,
+# light to import, for `nanonorm report --help`
+DURATION = {"quick": "about 11 s (up to a minute with other work running)",
+            "full": "about 12 minutes with other work running"}

@@ -27,13 +27,16 @@ VARIANTS = {"layernorm": "LayerNorm", "frozen": "LayerNorm, γ/β frozen at 1/0"
             "none": "no LayerNorm"}
 EVAL_BATCHES, EVAL_SEED = 2, 1234
 # note 1 §4.1.4 and §7.1, quoted (it gives no figures for this claim)
-NOTE = {"with LayerNorm": "hội tụ nhanh hơn; dao động loss giảm đáng kể (converges faster; "
-                          "loss oscillation markedly smaller)",
-        "without LayerNorm": "gặp khó khăn trong giai đoạn đầu huấn luyện, loss dao động mạnh, "
-                             "đôi khi không hội tụ (struggles early in training, the loss "
-                             "oscillates strongly, sometimes it does not converge)",
-        "§7.1": "LayerNorm giúp giảm loss dao động, tránh collapse, ổn định logits (reduces "
-                "loss oscillation, avoids collapse, stabilises the logits)"}
+NOTE = {"with LayerNorm (§4.1.4)":
+        "hội tụ nhanh hơn; dao động loss giảm đáng kể (converges faster; loss oscillation "
+        "markedly smaller)",
+        "without LayerNorm (§4.1.4)":
+        "gặp khó khăn trong giai đoạn đầu huấn luyện, loss dao động mạnh, đôi khi không hội tụ "
+        "(struggles early in training, the loss oscillates strongly, sometimes it does not "
+        "converge)",
+        "in language-model training (§7.1)":
+        "LayerNorm giúp giảm loss dao động, tránh collapse, ổn định logits (reduces loss "
+        "oscillation, avoids collapse, stabilises the logits)"}
 
 
 def oscillation(losses) -> float:
@@ -191,21 +194,23 @@ def plot(result: dict) -> Figure:
         ax = axes[name]
         for j, (v, label) in enumerate(VARIANTS.items()):
             for row in summary:
-                ys = [y for y in row["variants"][v][key] if math.isfinite(y)]
-                ax.plot([row["lr"]] * len(ys), ys, "o", color=f"C{j}", ms=4, alpha=0.7)
-                if len(ys) < len(row["variants"][v][key]):
-                    ax.annotate("diverged", (row["lr"], ax.get_ylim()[1]), fontsize=7,
-                                color=f"C{j}", ha="center", va="top")
+                x = row["lr"] * 1.12 ** (j - 1)          # variants side by side
+                for y, bad in zip(row["variants"][v][key], row["variants"][v]["diverged"]):
+                    if math.isfinite(y):
+                        ax.plot(x, y, "x" if bad else "o", color=f"C{j}", ms=5, alpha=0.8)
             ax.plot([], [], "o", color=f"C{j}", label=label)
+        ax.plot([], [], "x", color="gray", label="diverged")
         ax.set_xscale("log")
         # oscillation is 0 for a curve that never rises: linear near 0, log beyond
-        ax.set_yscale("log" if name == "speed" else "symlog", **(
-            {} if name == "speed" else {"linthresh": 1e-3}))
-        ax.set_xlabel("learning rate (one dot per seed)")
+        if name == "speed":
+            ax.set_yscale("log")
+        else:
+            ax.set_yscale("symlog", linthresh=1e-3)
+            ax.set_ylim(bottom=0)
+        ax.set_xlabel("learning rate (one mark per seed)")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7)
     m = result["model"]
-    fig.suptitle(f"Held-out loss of '{m['preset']}' with {m['n_layer']} layers, C = "
-                 f"{m['n_embd']}: with, with frozen, and without LayerNorm; same data and "
-                 "initial weights per seed")
+    fig.suptitle(f"'{m['preset']}' with {m['n_layer']} layers, C = {m['n_embd']}: with, with "
+                 "frozen, and without LayerNorm\n(same initial weights and batches per seed)")
     return fig

@@ -106,15 +106,14 @@ def plot_scope(result: dict) -> Figure:
                         ms=4, alpha=0.6, label="row means" if i == 0 else None)
                 ax.plot([i + 0.12] * len(st["column_means"]), st["column_means"], "x",
                         color="C3", ms=4, alpha=0.6, label="column means" if i == 0 else None)
-                ax.annotate(f"r = {st['pearson_r']:.3f}", (i, 1.0), xycoords=("data", "axes "
-                            "fraction"), ha="center", va="top", fontsize=8)
             ax.axhline(0, color="gray", lw=0.5)
-            ax.set_xticks(range(len(e["scopes"])), list(e["scopes"]))
+            ax.set_xticks(range(len(e["scopes"])), [f"{scope}\nr = {st['pearson_r']:.3f}"
+                                                    for scope, st in e["scopes"].items()])
             ax.set_title(f"{label} matrix, {law}", fontsize=10)
             ax.set_ylabel("mean of the LayerNorm output")
             ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle("Means along rows and columns after normalising over the last dim, the first "
-                 "dim or the whole tensor (r: Pearson with the input)")
+    fig.suptitle("Row and column means after LayerNorm over the last dim, the first dim or "
+                 "the whole tensor\n(r: Pearson correlation of output with input)")
     return fig
 
 

@@ -15,6 +15,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from . import DURATION
 from . import (attention_scaling, convergence, document, instability, layernorm_stats,
                ln_params, param_counts, sections, sections_gpt, sources, timing)
 
@@ -169,8 +170,8 @@ def _header(results: dict, o: Options, studies) -> list[tuple]:
                   "`results.json`."),
             ("p", f"`{cmd}` took **{sec['total']:.1f} s** ("
                   + ", ".join(f"{k} {v:.1f} s" for k, v in sec.items() if k != "total") + ")"
-                  + (" on this machine; the full run (without `--quick`) trains and times "
-                     "larger models and takes minutes." if o.quick else ".")
+                  + (f" on this machine; the full run (without `--quick`) trains and times "
+                     f"larger models: {DURATION['full']} on a 2-core CPU." if o.quick else ".")
                   + (f" **Failed studies: {', '.join(failed)}.**" if failed else "")),
             *sources.sources_section(cited),
             ("h", 2, "Environment"), ("table", ["", "this run"], rows)]

@@ -25,7 +25,8 @@ def source(number: int, where: str) -> tuple:
 
 
 def span(values, digits: int = 3) -> str:
-    return f"{min(values):.{digits}g} … {max(values):.{digits}g}"
+    lo, hi = f"{min(values):.{digits}g}", f"{max(values):.{digits}g}"
+    return lo if lo == hi else f"{lo} … {hi}"
 
 
 # 1 -------------------------------------------------------------------------------------------

@@ -256,6 +256,17 @@ def convergence_section(r: dict, figs: list[str]) -> list[tuple]:
     ln_lost = [row["lr"] for row in r["summary"]
                if any(row["variants"]["layernorm"]["diverged"])]
     fmt = lambda lrs: ", ".join(f"{x:g}" for x in lrs) or "none"
+    pairs = [(a, b) for row in r["summary"]
+             for a, b in zip(row["variants"]["frozen"]["mean_eval_loss"],
+                             row["variants"]["layernorm"]["mean_eval_loss"])]
+    gap = max(abs(a - b) / b for a, b in pairs)
+    frozen_lost = sum(sum(row["variants"]["frozen"]["diverged"]) for row in r["summary"])
+    frozen = (f"With γ/β frozen at 1/0, the mean held-out loss differed from trained "
+              f"LayerNorm's by at most {100 * gap:.1f}% at any learning rate and seed, and "
+              f"{frozen_lost} of {len(pairs)} such runs diverged"
+              + (": in these short runs what LayerNorm changed came from the normalisation "
+                 "itself rather than from learning γ and β." if gap < 0.05 and not frozen_lost
+                 else "."))
     return [("h", 2, "9. LayerNorm and convergence"),
             source(1, "§4.1.4 and §7.1"),
             quoted(1, convergence.NOTE),
@@ -280,7 +291,7 @@ def convergence_section(r: dict, figs: list[str]) -> list[tuple]:
             ("list", [_lr_sentence(row) for row in r["summary"]]
              + [f"The claim held at every seed at learning rates {fmt(held)}; without "
                 f"LayerNorm the model diverged at {fmt(lost)}, with LayerNorm at "
-                f"{fmt(ln_lost)}."]
+                f"{fmt(ln_lost)}.", frozen]
              + ([f"Quick run: {s['steps']} steps, {len(s['seeds'])} seed(s) and "
                  f"{len(s['lrs'])} learning rates are too few to judge; the full report trains "
                  "longer, at more learning rates and seeds."] if r["mode"] == "quick" else [])),
