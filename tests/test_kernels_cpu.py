@@ -141,15 +141,19 @@ def test_vexp_accuracy():
     exact = np.exp(x.astype(np.float64))
     rel = np.abs(vexp_array(x) / exact - 1.0) / np.finfo(np.float32).eps
     assert rel.max() <= 3.0                                           # a few ulps
-    # subnormal results as np.exp gives them (a flush to 0 there made p = 0 where the
-    # reference's p is 1e-40, and gradients built on it lost their whole value)
+    # below the smallest normal vexp flushes to 0; vexp_subnormal (attention's) gives np.exp's
+    # subnormals: a flush there made p = 0 where the reference's p is 1e-40, and gradients
+    # built on it lost their whole value
     sub = np.linspace(-103.9, -87.4, 20_001).astype(np.float32)
     sub_exact = np.exp(sub.astype(np.float64))
-    assert np.max(np.abs(vexp_array(sub) - sub_exact)) <= 2.0 ** -149   # one subnormal step
-    special = vexp_array(np.array([-np.inf, -110.0, -100.0, 0.0, 100.0, np.inf, np.nan],
-                                  np.float32))
-    np.testing.assert_array_equal(special, [0.0, 0.0, np.exp(np.float32(-100.0)), 1.0,
-                                            np.inf, np.inf, np.nan])
+    assert np.max(np.abs(vexp_array(sub, True) - sub_exact)) <= 2.0 ** -149   # one step
+    assert np.max(np.abs(vexp_array(sub) - sub_exact)) <= np.finfo(np.float32).tiny
+    np.testing.assert_array_equal(vexp_array(x, True), vexp_array(x))  # the same elsewhere
+    for subnormal in (False, True):
+        special = vexp_array(np.array([-np.inf, -110.0, -100.0, 0.0, 100.0, np.inf, np.nan],
+                                      np.float32), subnormal)
+        np.testing.assert_array_equal(special, [0.0, 0.0, np.exp(np.float32(-100.0)) * subnormal,
+                                                1.0, np.inf, np.inf, np.nan])
 
 
 # GELU ----------------------------------------------------------------------------------------

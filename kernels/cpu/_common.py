@@ -2,8 +2,11 @@
 
 Numba here has no SVML, so `np.exp` inside a loop runs one scalar libm call per element and
 blocks vectorization. `vexp` below is Cephes' expf (range reduction by ln 2, degree-5
-polynomial, 2^n applied as two normal powers of two so results down to the smallest subnormal
-come out as np.exp's): about 2 ulps in float32, and LLVM turns it into AVX2 code. float64 keeps `np.exp` (correctly rounded, scalar): the fast path is float32.
+polynomial, exponent added in the integer domain): about 2 ulps in float32, and LLVM turns it
+into AVX2 code; results below float32's smallest normal flush to 0. `vexp_subnormal` gives
+those as np.exp does (2^n applied as two normal powers of two), ~6% slower in a softmax loop:
+for attention, where a flushed p of 1e-40 can be a gradient's whole value. float64 keeps
+`np.exp` (correctly rounded, scalar): the fast path is float32.
 """
 from __future__ import annotations
 
@@ -27,6 +30,13 @@ def _i32_as_f32(typingctx, i):
     return types.float32(types.int32), codegen
 
 
+@intrinsic
+def _f32_as_i32(typingctx, x):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.int32(types.float32), codegen
+
+
 @njit(cache=True, inline="always")
 def _pow2(k):
     """2^k as a float32, for an int32 k in [-126, 127]."""
@@ -40,7 +50,8 @@ _P0, _P1, _P2, _P3, _P4, _P5 = (np.float32(c) for c in (    # Cephes expf's poly
     1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
     5.0000001201e-1))
 _XMAX = np.float32(88.72283)               # above: exp overflows float32
-_XMIN = np.float32(-103.97208)             # below: under half the smallest subnormal -> 0
+_XMIN = np.float32(-87.33654)              # below: result would be subnormal -> 0
+_XSUB = np.float32(-103.97208)             # below: under half the smallest subnormal -> 0
 _ONE, _HALF, _ZERO, _INF = np.float32(1.0), np.float32(0.5), np.float32(0.0), np.float32(np.inf)
 
 
@@ -50,23 +61,39 @@ _ONE, _HALF, _ZERO, _INF = np.float32(1.0), np.float32(0.5), np.float32(0.0), np
 EXP_FASTMATH = {"nsz", "arcp", "afn", "contract"}
 
 
-@njit(fastmath=EXP_FASTMATH, cache=True)
-def exp32(x):
-    """exp of a float32 scalar, vectorizable; exp(-inf) = 0, exp(x > 88.72) = inf, NaN -> NaN;
-    subnormal results (x < -87.34) as np.exp gives them, not flushed to 0."""
-    xc = min(max(x, _XMIN), _XMAX)
-    n = np.floor(xc * _LOG2E + _HALF)                                # x = n·ln2 + r, |r| <= ln2/2
+@njit(fastmath=EXP_FASTMATH, cache=True, inline="always")
+def _reduced(x, lo):
+    """(n, exp(r)) with x = n·ln2 + r, |r| <= ln2/2, for x clamped to [lo, 88.72]."""
+    xc = min(max(x, lo), _XMAX)
+    n = np.floor(xc * _LOG2E + _HALF)
     r = xc - n * _LN2_HI - n * _LN2_LO
     p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
-    y = p * (r * r) + r + _ONE                                       # exp(r) in [0.7, 1.42]
-    # y · 2^n as y · 2^h · 2^(n-h), h = n // 2: both factors normal for n in [-150, 128],
-    # and the last product rounds into the subnormal range as a correctly rounded exp would
-    ni = np.int32(n)
-    h = ni >> np.int32(1)
-    out = (y * _pow2(h)) * _pow2(ni - h)
+    return np.int32(n), p * (r * r) + r + _ONE                      # exp(r) in [0.7, 1.42]
+
+
+@njit(fastmath=EXP_FASTMATH, cache=True)
+def exp32(x):
+    """exp of a float32 scalar, vectorizable; exp(-inf) = 0, exp(x > 88.72) = inf, NaN -> NaN
+    (a NaN entry must reach the row's sum); results below float32's smallest normal
+    (x < -87.34) flush to 0."""
+    n, y = _reduced(x, _XMIN)
+    out = _i32_as_f32(_f32_as_i32(y) + (n << np.int32(23)))        # y · 2^n
     out = _ZERO if x < _XMIN else out
     out = _INF if x > _XMAX else out
-    return out if x == x else x                                      # NaN stays NaN
+    return out if x == x else x
+
+
+@njit(fastmath=EXP_FASTMATH, cache=True)
+def exp32_subnormal(x):
+    """exp32, with results down to the smallest subnormal as np.exp gives them."""
+    n, y = _reduced(x, _XSUB)
+    # y · 2^n as y · 2^h · 2^(n-h), h = n // 2: both factors normal for n in [-150, 128],
+    # and the last product rounds into the subnormal range as a correctly rounded exp would
+    h = n >> np.int32(1)
+    out = (y * _pow2(h)) * _pow2(n - h)
+    out = _ZERO if x < _XSUB else out
+    out = _INF if x > _XMAX else out
+    return out if x == x else x
 
 
 @njit(cache=True, inline="always")
@@ -95,6 +122,10 @@ def vexp(x):  # pragma: no cover - replaced inside njit by the overload below
     return np.exp(x)
 
 
+def vexp_subnormal(x):  # pragma: no cover - replaced inside njit by the overload below
+    return np.exp(x)
+
+
 @overload(vexp, inline="always")
 def _vexp_overload(x):
     if x == types.float32:
@@ -102,12 +133,19 @@ def _vexp_overload(x):
     return lambda x: np.exp(x)
 
 
+@overload(vexp_subnormal, inline="always")
+def _vexp_subnormal_overload(x):
+    if x == types.float32:
+        return lambda x: exp32_subnormal(x)
+    return lambda x: np.exp(x)
+
+
 @njit(fastmath=FASTMATH, parallel=False, cache=True)
-def vexp_array(x):
-    """Elementwise vexp of a 1-D array (for tests of its accuracy)."""
+def vexp_array(x, subnormal=False):
+    """Elementwise vexp (or vexp_subnormal) of a 1-D array, for tests of their accuracy."""
     out = np.empty_like(x)
     for i in range(x.shape[0]):
-        out[i] = vexp(x[i])
+        out[i] = vexp_subnormal(x[i]) if subnormal else vexp(x[i])
     return out
 
 

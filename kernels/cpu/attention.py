@@ -25,7 +25,7 @@ from numba import njit, prange
 
 from ...ops.attention import (AttentionCache, AttentionStats,
                               scaled_dot_product_attention_backward as _reference_backward)
-from ._common import FASTMATH, float_dtype, row_max, vexp
+from ._common import FASTMATH, float_dtype, row_max, vexp_subnormal as vexp
 
 BR = 128      # queries per block
 BC = 1024     # keys per tile (forward): one tile per query block up to S = 1024

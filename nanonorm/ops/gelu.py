@@ -27,17 +27,18 @@ def _inner(xp, x: Array) -> tuple[Array, Array]:
     return xc, t
 
 
-def _times(xp, x: Array, f: Array) -> Array:
-    """x·f with 0 where f is exactly 0 (the saturated tail), even for x = ±inf; NaN where x
-    is NaN, whatever a backend's clip made of it."""
-    saturated = (f == 0) & ~xp.isnan(x)
-    return xp.where(saturated, xp.zeros_like(f), x * xp.where(saturated, xp.ones_like(f), f))
+def _clip_inf(xp, x: Array, *, keep_plus_inf: bool) -> Array:
+    """x with -inf (and +inf unless kept) replaced by the largest finite float, so that
+    inf·0 = NaN never meets the saturated tail, where the factor beside x is exactly 0.
+    NaN stays NaN."""
+    big = float(xp.finfo(x.dtype).max)
+    return xp.clip(x, min=-big, max=None if keep_plus_inf else big)
 
 
 def gelu_forward(x: Array):
     xp = array_namespace(x)
     _, t = _inner(xp, x)
-    return _times(xp, x, 0.5 * (1.0 + t)), GeluCache(x)
+    return _clip_inf(xp, x, keep_plus_inf=True) * (0.5 * (1.0 + t)), GeluCache(x)
 
 
 def gelu_backward(dy: Array, cache: GeluCache) -> Array:
@@ -45,4 +46,5 @@ def gelu_backward(dy: Array, cache: GeluCache) -> Array:
     x = cache.x
     xc, t = _inner(xp, x)
     du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_COEF * xc * xc)        # d(tanh arg)/dx
-    return dy * (0.5 * (1.0 + t) + _times(xp, x, 0.5 * (1.0 - t * t) * du))
+    xf = _clip_inf(xp, x, keep_plus_inf=False)                      # ±inf -> ±max
+    return dy * (0.5 * (1.0 + t) + xf * (0.5 * (1.0 - t * t) * du))
