@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 import nanonorm.atomic_dir as atomic_dir
 import nanonorm.checkpoint as ckpt
@@ -166,7 +168,7 @@ def test_files_honour_the_umask(tmp_path, umask, file_mode, dir_mode):
         GPT(SMALL).save(tmp_path / "ck")
         ckpt.save(GPT(SMALL), tmp_path / "ck2", train_state=({"x": np.zeros(2)}, {}))
         legacy = tmp_path / "legacy.txt"
-        ckpt.atomic_write(legacy, lambda p: open(p, "w").write("x"))
+        ckpt.atomic_write(legacy, lambda p: Path(p).write_text("x"))
     finally:
         os.umask(previous)
     for d in (tmp_path / "ck", tmp_path / "ck2"):
@@ -239,8 +241,7 @@ def test_a_training_state_not_saved_with_the_weights_is_refused(tmp_path):
     d = tmp_path / "ck"
     GPT(SMALL).save(d)
     ckpt.atomic_write(d / "train_state.safetensors",     # written beside the unit, not in it
-                      lambda p: __import__("safetensors.numpy").numpy.save_file(
-                          {"x": np.zeros(1)}, p))
+                      lambda p: save_file({"x": np.zeros(1)}, p))
     with pytest.raises(ValueError, match="not part of"):
         ckpt.read_train_state(d)
     assert ckpt.read_train_state(d, verify=False)[0]["x"].shape == (1,)
@@ -414,7 +415,7 @@ for n in range(25):
 
 
 def test_concurrent_writers_leave_one_whole_unit_and_no_leftovers(tmp_path):
-    known, states = models()
+    known, _ = models()
     known["small"].save(tmp_path / "ck")
     writers = [subprocess.Popen([sys.executable, "-c", WRITER], cwd=tmp_path,
                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
