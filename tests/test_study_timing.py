@@ -31,7 +31,7 @@ def test_monitor_samples_while_the_work_runs_not_only_at_the_start():
         # the body waits for the thread's samples: at entry there was one call only
         assert source.called.wait(timeout=30), "the monitor's thread never sampled"
         during = source.calls
-    assert during >= 3 and monitor.summary()["samples"] == during + 1   # + the one at exit
+    assert during >= 3 and monitor.summary()["samples"] >= during + 1   # + the one at exit
 
 
 def test_a_busy_source_marks_the_timing_busy_and_a_quiet_one_does_not():

@@ -52,7 +52,7 @@ def repeated_products(r: dict, figs: list[str]) -> list[tuple]:
         f"{_g(sc['scales']['2.0']['growth_per_step'])} at s = 2: vanishes, stays roughly flat, "
         f"explodes, as the note says. Within {sc['steps']} steps float32 neither overflows nor "
         f"underflows here (norms span {_g(min(sc_norms))} to {_g(max(sc_norms))}).",
-        f"The same chain in float16 reaches both limits: "
+        "The same chain in float16 reaches both limits: "
         + "; ".join(f"s = {s}: " + (f"overflow at step {x['overflow_step']}"
                                     if x["overflow_step"] is not None else
                                     f"underflow to 0 at step {x['underflow_step']}"
