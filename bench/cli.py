@@ -2,16 +2,18 @@
 apart from the grid, so that `nanonorm --help` does not load NumPy's BLAS, Numba or torch."""
 from __future__ import annotations
 
-import argparse
 import json
+import tempfile
 from pathlib import Path
+
+from nanonorm.cli import Parser, UsageError, int_at_least
 
 
 def add_arguments(parser):
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="run the cases whose name contains NAME (repeatable)")
-    parser.add_argument("--repeats", type=int, default=None,
+    parser.add_argument("--repeats", type=int_at_least(1), default=None,
                         help="timed repeats per row (default: 7, 3 for the reference, 5 for "
                              "the model and AdamW, more for fast rows: about 0.5 s of calls)")
     parser.add_argument("--providers", nargs="+", choices=("reference", "numba", "torch", "cuda"),
@@ -22,16 +24,42 @@ def add_arguments(parser):
                              "at B=8, T=1024 (5 repeats), 5 training steps, per device; each "
                              "provider in a fresh process (glibc's default allocator), with its "
                              "peak memory")
-    parser.add_argument("--json", type=Path, default=Path("bench_results.json"))
-    parser.add_argument("--plot", type=Path, default=Path("bench_results.png"))
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--json", type=Path, default=Path("bench_results.json"),
+                        help="where the results go")
+    parser.add_argument("--plot", type=Path, default=Path("bench_results.png"),
+                        help="where the chart goes")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--default-allocator", action="store_true",
                         help="leave glibc's malloc as it is (by default freed memory is kept "
                              "for reuse, for every provider: nanonorm.memory)")
 
 
+def _check_writable(option: str, path: Path) -> None:
+    """`path` can be written (tried with a scratch file beside it, the user's file untouched),
+    so that a run of minutes does not end in a traceback."""
+    if path.is_dir():
+        raise UsageError(f"argument {option}: {str(path)!r} is a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent if str(path.parent) else "."):
+            pass
+    except OSError as e:
+        raise UsageError(f"argument {option}: cannot write {str(path)!r} ({e.strerror})") from None
+
+
+def _check(args) -> None:
+    from .core import CASES
+    names = [c.name for c in CASES]
+    for o in args.only or ():
+        if not any(o in n for n in names):
+            raise UsageError(f"argument --only: {o!r} matches no case (cases: {', '.join(names)})")
+    _check_writable("--json", args.json)
+    if args.plot:
+        _check_writable("--plot", args.plot)
+
+
 def run_from_args(args) -> int:
     from nanonorm.memory import keep_freed_memory
+    _check(args)                       # before any work: the grid takes minutes
     # the same allocator policy for every provider of this process, torch included, as
     # `nanonorm train` uses (freed pages kept for reuse; see nanonorm.memory)
     kept = False if args.default_allocator else keep_freed_memory()
@@ -65,7 +93,12 @@ def run_from_args(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """`python -m bench`: the same options and one-line usage errors as `nanonorm bench`."""
+    parser = Parser(prog="python -m bench", description="Time every implementation side by "
+                    "side; write JSON and a chart")
     add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:
+        return run_from_args(args)
+    except UsageError as e:
+        parser.error(str(e))

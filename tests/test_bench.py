@@ -78,3 +78,23 @@ def test_fast_rows_repeat_for_the_time_budget_within_bounds():
     assert core._repeats("torch", True, False, 10.0, None) == 5           # model / AdamW rows
     assert core._repeats("torch", False, False, 1e-3, 4) == 4             # --repeats wins
     assert core._repeats("torch", False, True, 1e-3, None) == 2           # --quick
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--repeats", "0"], "--repeats"), (["--repeats", "x"], "--repeats"),
+    (["--only", "no_such_case"], "--only"), (["--providers", "nope"], "--providers"),
+    (["--json", "{missing}/r.json"], "--json"), (["--json", "{dir}"], "--json"),
+    (["--plot", "{missing}/r.png"], "--plot"),
+])
+def test_bad_arguments_are_refused_before_any_work(argv, option, tmp_path, capsys, monkeypatch):
+    """One line naming the option, exit 2, nothing run (a grid that fails at its end, after
+    minutes, on an unwritable --json loses the run)."""
+    from nanonorm.bench import cli
+    monkeypatch.setattr(core, "run_grid", lambda **kw: pytest.fail("the grid ran"))
+    argv = [a.format(missing=tmp_path / "missing", dir=tmp_path) for a in argv]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--quick", "--json", str(tmp_path / "ok.json"), *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and option in err and "Traceback" not in err
+    assert not (tmp_path / "ok.json").exists()
