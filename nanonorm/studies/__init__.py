@@ -19,5 +19,4 @@ lists, and separate functions that draw them (matplotlib Figure objects, no pypl
 
 # how long a run took on a 2-core CPU (each report states its own run's duration); kept here,
 # light to import, for `nanonorm report --help`
-DURATION = {"quick": "about 11 s (up to a minute with other work running)",
-            "full": "about 12 minutes with other work running"}
+DURATION = {"quick": "about 12 s", "full": "about 5 minutes (12 with other work running)"}
