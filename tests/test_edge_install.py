@@ -54,6 +54,16 @@ def test_commands_run_from_the_root_and_from_elsewhere(tmp_path):
         assert "numba" in info.split("dispatch for NumPy arrays:")[1]
 
 
+def test_an_installed_package_named_kernels_is_not_shadowed_from_the_root(tmp_path):
+    # PyPI's `kernels` (which transformers imports) must win over this repository's folder
+    # of that name when Python starts in the root, where the folder is first on sys.path
+    (tmp_path / "site" / "kernels").mkdir(parents=True)
+    (tmp_path / "site" / "kernels" / "__init__.py").write_text("WHO = 'the installed one'\n")
+    script = "import kernels, nanonorm.kernels.cpu; print(kernels.WHO)"
+    run = python("-c", script, cwd=ROOT, env={"PYTHONPATH": str(tmp_path / "site")})
+    assert run.stdout.strip() == "the installed one"
+
+
 @pytest.mark.parametrize("error", ['ImportError("No module named llvmlite")',
                                    'OSError("libllvmlite.so: cannot open shared object file")'])
 def test_a_missing_or_broken_numba_warns_once_naming_cause_and_cost(error, tmp_path):
