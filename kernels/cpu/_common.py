@@ -10,6 +10,7 @@ for attention, where a flushed p of 1e-40 can be a gradient's whole value. float
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -18,9 +19,11 @@ from numba.extending import intrinsic, overload
 # Fastmath without nnan/ninf (masks use -inf and fully masked rows must stay exact), and
 # without contract: an FMA that fuses one of two identical products breaks exact
 # cancellations (g - mean(g) for a one-element row must be 0, not the product's rounding).
-# reassoc lets LLVM vectorize reductions (so sums depend on the vector width, but are
-# still the same from run to run on one machine).
-FASTMATH = {"nsz", "arcp", "afn", "reassoc"}
+# Without reassoc: it lets LLVM choose a sum's order anew each time it optimises the code, and
+# a kernel compiled in one process summed differently from the same kernel loaded from the
+# on-disk cache in another. Row sums go through lanes.lane_sum / lane_dot instead (vector
+# speed, one fixed order).
+FASTMATH = {"nsz", "arcp", "afn"}
 
 
 @intrinsic
@@ -147,6 +150,13 @@ def vexp_array(x, subnormal=False):
     for i in range(x.shape[0]):
         out[i] = vexp_subnormal(x[i]) if subnormal else vexp(x[i])
     return out
+
+
+def rows_per_task(n: int) -> int:
+    """Rows per iteration of a parallel loop that allocates scratch per iteration: up to 64,
+    fewer when there are too few rows to give every thread several iterations. Rows are
+    independent, so the split changes the speed, never the bits."""
+    return max(1, min(64, n // (8 * numba.get_num_threads())))
 
 
 def rows(x, d: int):

@@ -26,6 +26,7 @@ from numba import njit, prange
 from ...ops.attention import (AttentionCache, AttentionStats,
                               scaled_dot_product_attention_backward as _reference_backward)
 from ._common import FASTMATH, float_dtype, row_max, vexp_subnormal as vexp
+from .lanes import lane_dot, lane_sum
 
 BR = 128      # queries per block
 BC = 1024     # keys per tile (forward): one tile per query block up to S = 1024
@@ -65,13 +66,10 @@ def _online_tile(s, scale, causal, off, k0, m, l, acc):
             row[:] = 0.0
             continue
         alpha = vexp(m_old - mx)               # 0 on the first visible tile (m_old = -inf)
-        tot = 0.0
         for j in range(lim):
-            e = vexp(row[j] * scale - mx)
-            row[j] = e
-            tot += e
+            row[j] = vexp(row[j] * scale - mx)
         row[lim:] = 0.0
-        l[h, i] = l[h, i] * alpha + tot
+        l[h, i] = l[h, i] * alpha + lane_sum(row, 0, lim)
         m[h, i] = mx
         if alpha != 1.0:
             a = acc[h, i]
@@ -108,12 +106,9 @@ def _softmax_grad(s, dp, lse, scale, causal, off):
         L = lse[h, i, 0]
         if L == -np.inf:
             lim = 0
-        d = 0.0
         for j in range(lim):
-            p = vexp(row[j] * scale - L)
-            row[j] = p
-            d += p * drow[j]
-        dd = s.dtype.type(d)
+            row[j] = vexp(row[j] * scale - L)
+        dd = s.dtype.type(lane_dot(row, drow, 0, lim))
         for j in range(lim):
             drow[j] = row[j] * (drow[j] - dd) * scale
         row[lim:] = 0.0

@@ -17,6 +17,7 @@ from numba import njit, prange
 
 from ...ops.layernorm import LayerNormCache
 from ._common import FASTMATH, float_dtype, rows
+from .lanes import lane_moments, lane_sum, lane_sum_dot
 
 # Rows per partial of dγ/dβ: a fixed split (not one per thread) keeps the sums identical
 # whatever the thread count.
@@ -30,20 +31,13 @@ def _forward(x, w, b, has_w, has_b, eps, var_limit, y, mean, rstd, rare):
     # rare: (N,) set for the rows left to _rare_forward (their y, mean, rstd are not written)
     n, c = x.shape
     for i in prange(n):
-        row = x[i]
-        s = 0.0                                   # float64 accumulators, even for float32 x
-        for j in range(c):
-            s += row[j]
+        row, yi = x[i], y[i]
+        s = lane_sum(row, 0, c)                   # float64 sums, even for float32 x
         m0 = x.dtype.type(s / c)
         # one more pass for both the mean's correction and the variance, about the shift m0:
         # d = x - m0 is small next to x, so Σd² - (Σd)²/c does not cancel (exact 0 for a
         # constant row, where m0 is exact)
-        s1 = 0.0
-        s2 = 0.0
-        for j in range(c):
-            d = np.float64(row[j] - m0)
-            s1 += d
-            s2 += d * d
+        s1, s2 = lane_moments(row, m0, 0, c)
         dm = s1 / c
         var = max(s2 / c - dm * dm, 0.0)
         if not (math.isfinite(s) and math.isfinite(s2) and var * c <= var_limit):
@@ -53,7 +47,6 @@ def _forward(x, w, b, has_w, has_b, eps, var_limit, y, mean, rstd, rare):
         r = x.dtype.type(1.0 / math.sqrt(var + eps))
         mean[i, 0] = m
         rstd[i, 0] = r
-        yi = y[i]
         if has_w and has_b:
             for j in range(c):
                 yi[j] = (row[j] - m) * r * w[j] + b[j]
@@ -68,8 +61,8 @@ def _forward(x, w, b, has_w, has_b, eps, var_limit, y, mean, rstd, rare):
                 yi[j] = (row[j] - m) * r
 
 
-# The rare rows, without fast-math: its reassociation would fold the overflow-safe forms
-# below (x/2 - m/2, sums of x/s) back into the ones that overflow.
+# The rare rows, in plain IEEE arithmetic (no fast-math flags): the overflow-safe forms below
+# (x/2 - m/2, sums of x/s) must be evaluated exactly as written.
 
 @njit(cache=True)
 def _robust_stats(row, eps):
@@ -127,6 +120,7 @@ def _backward(dy, x, mean, rstd, w, has_w, dx, dw_part, db_part, chunk, rstd_lim
         pb = db_part[k]
         pw[:] = 0.0
         pb[:] = 0.0
+        g = np.empty(c, x.dtype)                  # (C,) dy·w of one row
         for i in range(k * chunk, min(n, (k + 1) * chunk)):
             m = mean[i, 0]
             r = rstd[i, 0]
@@ -134,21 +128,17 @@ def _backward(dy, x, mean, rstd, w, has_w, dx, dw_part, db_part, chunk, rstd_lim
                 rare[i] = True
                 continue
             xi, gi, dxi = x[i], dy[i], dx[i]
-            sg = 0.0
-            sgx = 0.0
-            for j in range(c):
+            for j in range(c):                    # dx holds xhat until the last pass
                 xhat = (xi[j] - m) * r
-                g = gi[j] * w[j] if has_w else gi[j]
-                sg += g
-                sgx += g * xhat
+                dxi[j] = xhat
+                g[j] = gi[j] * w[j] if has_w else gi[j]
                 pw[j] += gi[j] * xhat
                 pb[j] += gi[j]
+            sg, sgx = lane_sum_dot(g, dxi, 0, c)
             a = x.dtype.type(sg / c)
             bb = x.dtype.type(sgx / c)
             for j in range(c):
-                xhat = (xi[j] - m) * r
-                g = gi[j] * w[j] if has_w else gi[j]
-                dxi[j] = r * (g - a - xhat * bb)
+                dxi[j] = r * (g[j] - a - dxi[j] * bb)
 
 
 @njit(cache=True)

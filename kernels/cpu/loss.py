@@ -15,25 +15,36 @@ import numpy as np
 from numba import njit, prange
 
 from ...ops.loss import CrossEntropyCache
-from ._common import FASTMATH, float_dtype, row_max, vexp
+from ._common import FASTMATH, float_dtype, row_max, rows_per_task, vexp
+from .lanes import lane_sum
+
+
+# Σexp of a row is taken over blocks of this many logits (a scratch in L1), block sums added
+# in order: a fixed split, so the same bits however the rows go to threads
+BLOCK = 2048
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _forward(z, t, lse, gap, log_s):
+def _forward(z, t, lse, gap, log_s, chunk):
     # z: (N, V) logits; t: (N,) int64; lse: (N, 1); gap, log_s: (N,) float64, the row's
-    # loss being gap + log_s (added outside this reassoc kernel, which would form m + log_s)
+    # loss being gap + log_s (added in order by _mean_loss); rows go to threads by `chunk`
     n, v = z.shape
-    for i in prange(n):
-        zi = z[i]
-        m = row_max(zi, v, z.dtype.type(-np.inf))
-        m = z.dtype.type(0.0) if m == -np.inf else m   # +inf / NaN stay: a NaN row
-        s = 0.0
-        for j in range(v):
-            s += vexp(zi[j] - m)
-        ls = math.log(s) if s != 0.0 else 0.0    # all -inf row: lse -inf, loss +inf
-        lse[i, 0] = m + ls if s != 0.0 else -np.inf
-        gap[i] = m - zi[t[i]]                    # m - picked first, as the reference
-        log_s[i] = ls
+    for k in prange((n + chunk - 1) // chunk):
+        ex = np.empty(min(v, BLOCK), z.dtype)           # exp of one block of a row
+        for i in range(k * chunk, min(n, (k + 1) * chunk)):
+            zi = z[i]
+            m = row_max(zi, v, z.dtype.type(-np.inf))
+            m = z.dtype.type(0.0) if m == -np.inf else m   # +inf / NaN stay: a NaN row
+            s = 0.0
+            for j0 in range(0, v, BLOCK):
+                zb = zi[j0:j0 + BLOCK]              # a slice: zi[j0 + j] does not vectorize
+                for j in range(zb.shape[0]):
+                    ex[j] = vexp(zb[j] - m)
+                s += lane_sum(ex, 0, zb.shape[0])
+            ls = math.log(s) if s != 0.0 else 0.0    # all -inf row: lse -inf, loss +inf
+            lse[i, 0] = m + ls if s != 0.0 else -np.inf
+            gap[i] = m - zi[t[i]]                    # m - picked first, as the reference
+            log_s[i] = ls
 
 
 @njit(cache=True)
@@ -65,7 +76,7 @@ def cross_entropy_forward(logits, targets):
     n = z.shape[0]
     lse = np.empty((n, 1), dt)
     gap, log_s = np.empty(n, np.float64), np.empty(n, np.float64)
-    _forward(z, t.astype(np.int64, copy=False), lse, gap, log_s)
+    _forward(z, t.astype(np.int64, copy=False), lse, gap, log_s, rows_per_task(n))
     loss = dt.type(_mean_loss(gap, log_s))
     return loss, CrossEntropyCache(z, lse, t, tuple(logits.shape))
 
