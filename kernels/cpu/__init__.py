@@ -6,7 +6,8 @@ missing here (linear, embedding: those are BLAS calls / a scatter already).
 matmul-heavy parts of attention go through NumPy's BLAS (OpenBLAS beats torch's MKL here).
 
 Numba's on-disk cache (cache=True) is keyed on each kernel's own file: after editing
-`_common.py`, delete `kernels/cpu/__pycache__` so kernels that inline its helpers recompile.
+`_common.py` or `lanes.py`, delete `kernels/cpu/__pycache__` so kernels that inline their
+helpers recompile.
 
 Threading: unless you chose a layer (NUMBA_THREADING_LAYER or _PRIORITY in the environment, or
 numba.config.THREADING_LAYER in code), importing this package starts Numba's threads on the
