@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
+import signal
 import sys
 
 COMMANDS = ("info", "report", "train", "sample", "params", "bench")
@@ -115,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:                 # the reader left (`nanonorm info | head`)
+        # stdout to /dev/null, so the interpreter's own flush at exit does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -176,3 +176,14 @@ def test_a_real_process_exits_2_in_one_line(argv, option, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and option in proc.stderr, proc.stderr
     assert "step" not in proc.stdout
+
+
+@pytest.mark.parametrize("command", [["info"], ["params"]])
+def test_a_reader_that_leaves_early_gets_no_traceback(command):
+    # `nanonorm info | head -0`: the pipe is closed before the command prints
+    proc = subprocess.Popen([sys.executable, "-m", "nanonorm", *command],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, err          # 128 + SIGPIPE, as a shell reports it
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
