@@ -4,12 +4,11 @@ LLVM vectorizes `s += a[j]` only under fast-math's `reassoc`, and then the order
 LLVM's choice, made again each time the code is optimised: a process that compiled the
 LayerNorm backward and one that loaded it from Numba's on-disk cache summed in different
 orders (the same kernel, inputs and machine), so a resumed training run could differ from an
-uninterrupted one. These intrinsics write the vector code out
-instead: element j of [lo, hi) goes to lane (j - lo) mod 32 of four <8 x double> accumulators,
-the lanes are added in a fixed tree and the tail (fewer than 32 elements) serially. No
-instruction carries `reassoc`, so every compile path, and any SIMD width (AVX2 splits each
-accumulator in two, lane for lane), gives the same bits. float32 elements are widened to
-float64 before they are multiplied or added.
+uninterrupted one. These intrinsics write the vector code out instead: element j of [lo, hi)
+goes to lane (j - lo) mod 32 of four <8 x double> accumulators, the lanes are added in a fixed
+tree and the tail (fewer than 32 elements) serially. No instruction carries `reassoc`, so every
+compile path, and any SIMD width (AVX2 splits each accumulator in two, lane for lane), gives
+the same sums. float32 elements are widened to float64 before they are multiplied or added.
 """
 from __future__ import annotations
 
