@@ -192,6 +192,11 @@ def test_every_kernel_compiled_afresh_and_loaded_from_the_cache_gives_the_same_b
     assert int(compiled) > 10 and compiled1 == compiled
     assert (hits0, misses0) == ("0", compiled) and (hits1, misses1) == (compiled, "0")
     assert fresh == cached
+    one_thread = subprocess.run([sys.executable, "-c", SAME_BITS_SCRIPT], text=True,
+                                env=dict(env, **{k: "1" for k in THREAD_VARS}),
+                                capture_output=True, timeout=600)
+    assert one_thread.returncode == 0, one_thread.stderr[-2000:]
+    assert one_thread.stdout.split()[-1] == fresh            # and on one thread instead of two
 
 
 STEPS = "40"
