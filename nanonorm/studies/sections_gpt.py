@@ -41,10 +41,10 @@ def ln_parameters(r: dict, figs: list[str]) -> list[tuple]:
                 f"So this is the {src['label']} (B = {t['batch']}, T = {t['seq']}, constant "
                 f"lr {t['lr']:g}, AdamW as `configure_optimizer` sets it, on the standard "
                 f"library's source as bytes): loss {t['first_loss']:.3f} → {t['last_loss']:.3f}"
-                f" in {t['seconds']:.0f} s"
+                f" in {t['seconds']:.1f} s"
                 + (" (stopped by the report's time budget)" if t["stopped_by_time"] else "")
-                + f". Its γ moved up to {g['max_change']:.3g} from the initial 1 and its β up "
-                f"to {b['max_change']:.3g} from 0. A small model trained this briefly is not "
+                + f". Its γ moved by up to {g['max_change']:.3g} from the initial 1 and its β "
+                f"by up to {b['max_change']:.3g} from 0. A small model trained this briefly is not "
                 "GPT-2: the comparison below says where its γ and β went, not whether "
                 "GPT-2's sit where the note says.")
     return [("h", 2, "6. LayerNorm parameters of a GPT-2 model"),
