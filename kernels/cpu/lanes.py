@@ -95,34 +95,32 @@ def lane_sum(typingctx, a, lo, hi):
     return types.float64(a, types.intp, types.intp), codegen
 
 
-@intrinsic
-def lane_dot(typingctx, a, b, lo, hi):
-    """Σ a[j]·b[j] over [lo, hi) in float64, in the fixed order above (unchecked bounds)."""
-    _check(a, b)
-
+def _products(with_sum: bool):
+    """Codegen of Σ a·b, or of (Σ a, Σ a·b) in one pass."""
     def codegen(context, builder, sig, args):
         (aty, bty), (x, y, lo, hi) = sig.args[:2], args
 
         def terms(i, vec):
-            return [builder.fmul(_load(context, builder, aty, x, i, vec),
-                                 _load(context, builder, bty, y, i, vec), flags=_FLAGS)]
-        return _reduce(builder, lo, hi, terms, 1)[0]
-    return types.float64(a, b, types.intp, types.intp), codegen
+            u = _load(context, builder, aty, x, i, vec)
+            uv = builder.fmul(u, _load(context, builder, bty, y, i, vec), flags=_FLAGS)
+            return [u, uv] if with_sum else [uv]
+        sums = _reduce(builder, lo, hi, terms, 2 if with_sum else 1)
+        return context.make_tuple(builder, sig.return_type, sums) if with_sum else sums[0]
+    return codegen
+
+
+@intrinsic
+def lane_dot(typingctx, a, b, lo, hi):
+    """Σ a[j]·b[j] over [lo, hi) in float64, in the fixed order above (unchecked bounds)."""
+    _check(a, b)
+    return types.float64(a, b, types.intp, types.intp), _products(with_sum=False)
 
 
 @intrinsic
 def lane_sum_dot(typingctx, a, b, lo, hi):
     """(Σ a[j], Σ a[j]·b[j]) over [lo, hi) in float64, in one pass, each in the fixed order."""
     _check(a, b)
-
-    def codegen(context, builder, sig, args):
-        (aty, bty), (x, y, lo, hi) = sig.args[:2], args
-
-        def terms(i, vec):
-            u = _load(context, builder, aty, x, i, vec)
-            return [u, builder.fmul(u, _load(context, builder, bty, y, i, vec), flags=_FLAGS)]
-        return context.make_tuple(builder, sig.return_type, _reduce(builder, lo, hi, terms, 2))
-    return types.UniTuple(types.float64, 2)(a, b, types.intp, types.intp), codegen
+    return types.UniTuple(types.float64, 2)(a, b, types.intp, types.intp), _products(True)
 
 
 @intrinsic
