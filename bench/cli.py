@@ -6,7 +6,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from nanonorm.cli import Parser, UsageError, int_at_least
+from nanonorm.cli import Parser, UsageError, int_at_least, reader_left
 
 
 def add_arguments(parser):
@@ -102,3 +102,5 @@ def main(argv=None) -> int:
         return run_from_args(args)
     except UsageError as e:
         parser.error(str(e))
+    except BrokenPipeError:                 # python -m bench | head
+        return reader_left()

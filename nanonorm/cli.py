@@ -118,9 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:                 # the reader left (`nanonorm info | head`)
-        # stdout to /dev/null, so the interpreter's own flush at exit does not fail again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 128 + signal.SIGPIPE
+        return reader_left()
+
+
+def reader_left() -> int:
+    """The exit status after stdout's reader closed the pipe, as a shell reports a SIGPIPE;
+    stdout goes to /dev/null so the interpreter's own flush at exit does not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

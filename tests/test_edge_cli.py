@@ -2,6 +2,7 @@
 option, no traceback, and for `train` no step run. Every option's --help gives its default."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from nanonorm.checkpoint import is_checkpoint, save
 from nanonorm.gpt import GPT, GPTConfig
 from nanonorm.gpt_config import PRESETS
 
+ROOT = Path(__file__).resolve().parent.parent
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 
 
@@ -178,10 +180,14 @@ def test_a_real_process_exits_2_in_one_line(argv, option, tmp_path):
     assert "step" not in proc.stdout
 
 
-@pytest.mark.parametrize("command", [["info"], ["params"]])
-def test_a_reader_that_leaves_early_gets_no_traceback(command):
+@pytest.mark.parametrize("command", [["nanonorm", "info"], ["nanonorm", "params"],
+                                     ["bench", "--quick", "--only", "gelu_fwd",
+                                      "--providers", "reference", "--no-progress"]])
+def test_a_reader_that_leaves_early_gets_no_traceback(command, tmp_path):
     # `nanonorm info | head -0`: the pipe is closed before the command prints
-    proc = subprocess.Popen([sys.executable, "-m", "nanonorm", *command],
+    if command[0] == "bench":
+        command += ["--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png")]
+    proc = subprocess.Popen([sys.executable, "-m", *command], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdout.close()
     err = proc.stderr.read()
