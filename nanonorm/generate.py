@@ -6,11 +6,10 @@ backend and nothing is read back inside the decoding loop.
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from . import functional as F
+from . import validate as check
 from .backend import Array, array_device, array_namespace
 
 __all__ = ["generate", "sample", "filter_top_k", "filter_top_p"]
@@ -63,20 +62,15 @@ def sample(logits: Array, *, temperature: float = 1.0, top_k: int | None = None,
 
 
 def _check(max_new_tokens, temperature, top_k, top_p, seed) -> None:
-    if (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral)
-            or max_new_tokens < 0):
+    if not check.is_integer(max_new_tokens) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
-    if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
-            or not 0 <= temperature < float("inf")):
+    if not check.is_real(temperature) or not 0 <= temperature < float("inf"):
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral)
-                              or top_k < 1):
+    if top_k is not None and (not check.is_integer(top_k) or top_k < 1):
         raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, numbers.Real)
-                              or not 0 < top_p <= 1):
+    if top_p is not None and (not check.is_real(top_p) or not 0 < top_p <= 1):
         raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
-                             or seed < 0):
+    if seed is not None and (not check.is_integer(seed) or seed < 0):
         raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
 
 
@@ -89,7 +83,7 @@ def _prompt(model, idx):
             raise ValueError("idx must be a rectangular (batch, positions) or (positions,) "
                              "sequence of token ids") from None
     flat = getattr(idx, "ndim", None) == 1
-    ids = model._ids("idx", idx[None, :] if flat else idx)             # (B, T)
+    ids = model.token_ids("idx", idx[None, :] if flat else idx)        # (B, T)
     if ids.shape[1] > model.config.block_size:
         raise ValueError(f"idx has {ids.shape[1]} positions but the model's block_size is "
                          f"{model.config.block_size}: pass at most the last "

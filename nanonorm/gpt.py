@@ -1,15 +1,15 @@
 """GPT-2, forward and backward by hand, composed from `nanonorm.functional`.
 
 Every layer is a functional `*_forward` call whose cache the model keeps, and the backward walks
-them in reverse; the only things the model adds itself are visible here: the residual stream's
-accumulation (`dx = dx + ...`), the head split of the fused c_attn, the sum over the batch for
-the position embedding, and the tied embedding's two gradients. Parameters carry the Hugging
-Face GPT-2 names, so loading a checkpoint needs no renaming.
+them in reverse; the only things the model adds itself are visible here and in
+`nanonorm.gpt_block`: the residual stream's accumulation (`dx = dx + ...`), the head split of the
+fused c_attn, the sum over the batch for the position embedding, and the tied embedding's two
+gradients. Parameters carry the Hugging Face GPT-2 names, so loading a checkpoint needs no
+renaming.
 """
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
 import numpy as np
@@ -18,6 +18,7 @@ from . import functional as F
 from . import validate as check
 from .backend import (Array, array_namespace, backend_name, get_namespace, normal,
                       scatter_add_rows, to_numpy)
+from .gpt_block import KVCache, block_backward, block_forward
 from .gpt_config import GPTConfig, parameter_shapes
 
 __all__ = ["GPT", "GPTConfig", "KVCache"]
@@ -27,42 +28,13 @@ DEVICES = {"cpu": "numpy", "cuda": "cupy"}
 INIT_STD = 0.02
 
 
-class BlockCache(NamedTuple):
-    ln_1: object        # LayerNormCache of x (B, T, C)
-    c_attn: object      # LinearCache (B, T, C) -> (B, T, 3C)
-    attn: object        # AttentionCache, q k v (B, NH, T, hs)
-    c_proj: object      # LinearCache (B, T, C) -> (B, T, C)
-    ln_2: object
-    c_fc: object        # LinearCache (B, T, C) -> (B, T, 4C)
-    gelu: object
-    mlp_proj: object    # LinearCache (B, T, 4C) -> (B, T, C)
-
-
 class ModelCache(NamedTuple):
     wte: object         # EmbeddingCache of idx (B, T)
     wpe: object         # EmbeddingCache of positions (T,)
-    blocks: list
+    blocks: list        # BlockCache per layer
     ln_f: object
     head: object        # LinearCache (B, T, C) -> (B, T, V)
     loss: object        # CrossEntropyCache
-
-
-class KVCache:
-    """Keys and values of the positions seen so far, per layer: (B, NH, block_size, hs) buffers
-    filled left to right, so decoding one token costs one new row per layer."""
-
-    def __init__(self, xp, config: GPTConfig, batch: int, dtype, device=None):
-        shape = (batch, config.n_head, config.block_size, config.head_size)
-        self.k = [xp.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)]
-        self.v = [xp.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)]
-        self.length = 0     # positions already stored
-
-    def append(self, layer: int, k: Array, v: Array) -> tuple[Array, Array]:
-        """Store k, v (B, NH, T, hs) after the cached ones; return all keys/values so far."""
-        t0, t1 = self.length, self.length + k.shape[2]
-        self.k[layer][:, :, t0:t1, :] = k
-        self.v[layer][:, :, t0:t1, :] = v
-        return self.k[layer][:, :, :t1, :], self.v[layer][:, :, :t1, :]   # (B, NH, S, hs)
 
 
 class GPT:
@@ -71,7 +43,7 @@ class GPT:
     def __init__(self, config: GPTConfig, *, seed: int = 0, dtype: str = "float32",
                  device: str = "cpu"):
         self._setup(config, dtype, device)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        if not check.is_integer(seed) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         # GPT-2's init: N(0, 0.02); the projections that write into the residual stream are
         # scaled by 1/sqrt(2·n_layer) (two per block) so the stream's variance stays O(1).
@@ -160,18 +132,18 @@ class GPT:
 
         With targets the caches are kept for `backward`; without, nothing is kept.
         """
-        idx = self._ids("idx", idx)
+        idx = self.token_ids("idx", idx)
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"idx has {T} positions but block_size is {self.config.block_size}")
         if targets is not None:
-            targets = self._ids("targets", targets)
+            targets = self.token_ids("targets", targets)
             check.shape("targets", targets, idx.shape, " (the shape of idx)")
         self._cache = None
         x, wte_c, wpe_c = self._embed(idx, 0)                           # (B, T, C)
         blocks = []
         for i in range(self.config.n_layer):
-            x, c = self._block_forward(i, x)
+            x, c = block_forward(self.xp, self.config, self._params, i, x)
             blocks.append(c)
         logits, lnf_c, head_c = self._head(x)                           # (B, T, V)
         if targets is None:
@@ -191,7 +163,7 @@ class GPT:
         dx, g["transformer.ln_f.weight"], g["transformer.ln_f.bias"] = \
             F.layer_norm_backward(dx, c.ln_f)
         for i in reversed(range(self.config.n_layer)):
-            dx = self._block_backward(i, dx, c.blocks[i], g)
+            dx = block_backward(xp, self.config, i, dx, c.blocks[i], g)
         # positions are shared by every sequence of the batch: their gradient sums over B
         g["transformer.wpe.weight"] = F.embedding_backward(xp.sum(dx, axis=0), c.wpe)
         if self.config.tie_weights:
@@ -219,56 +191,6 @@ class GPT:
         logits, head_c = F.linear_forward(h, self._lm_head())           # (B, T, V)
         return logits, lnf_c, head_c
 
-    def _block_forward(self, i: int, x: Array, kv: KVCache | None = None):
-        xp, cfg, p = self.xp, self.config, self._params
-        pre = f"transformer.h.{i}."
-        B, T, C = x.shape
-        NH, hs = cfg.n_head, cfg.head_size
-        h, ln1 = F.layer_norm_forward(x, (C,), p[pre + "ln_1.weight"], p[pre + "ln_1.bias"],
-                                      cfg.ln_eps)                       # (B, T, C)
-        qkv, c_attn = F.linear_forward(h, p[pre + "attn.c_attn.weight"],
-                                       p[pre + "attn.c_attn.bias"])     # (B, T, 3C)
-        # columns are [q | k | v], each with its heads side by side
-        qkv = xp.permute_dims(xp.reshape(qkv, (B, T, 3, NH, hs)), (2, 0, 3, 1, 4))  # (3,B,NH,T,hs)
-        q, k, v = qkv[0, ...], qkv[1, ...], qkv[2, ...]
-        if kv is not None:
-            k, v = kv.append(i, k, v)                                   # (B, NH, S, hs)
-        y, attn = F.scaled_dot_product_attention_forward(q, k, v, causal=True)  # (B,NH,T,hs)
-        y = xp.reshape(xp.permute_dims(y, (0, 2, 1, 3)), (B, T, C))    # (B, T, C)
-        a, c_proj = F.linear_forward(y, p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"])
-        x = x + a                                                       # residual
-        h, ln2 = F.layer_norm_forward(x, (C,), p[pre + "ln_2.weight"], p[pre + "ln_2.bias"],
-                                      cfg.ln_eps)
-        f, c_fc = F.linear_forward(h, p[pre + "mlp.c_fc.weight"], p[pre + "mlp.c_fc.bias"])
-        f, gelu = F.gelu_forward(f)                                     # (B, T, 4C)
-        m, mlp_proj = F.linear_forward(f, p[pre + "mlp.c_proj.weight"], p[pre + "mlp.c_proj.bias"])
-        x = x + m                                                       # residual
-        return x, BlockCache(ln1, c_attn, attn, c_proj, ln2, c_fc, gelu, mlp_proj)
-
-    def _block_backward(self, i: int, dx: Array, c: BlockCache, g: dict) -> Array:
-        xp = self.xp
-        pre = f"transformer.h.{i}."
-        B, T, C = dx.shape
-        # MLP branch: x_out = x_mid + mlp(ln_2(x_mid))
-        df, g[pre + "mlp.c_proj.weight"], g[pre + "mlp.c_proj.bias"] = \
-            F.linear_backward(dx, c.mlp_proj)                           # (B, T, 4C)
-        df = F.gelu_backward(df, c.gelu)
-        dh, g[pre + "mlp.c_fc.weight"], g[pre + "mlp.c_fc.bias"] = F.linear_backward(df, c.c_fc)
-        dbranch, g[pre + "ln_2.weight"], g[pre + "ln_2.bias"] = F.layer_norm_backward(dh, c.ln_2)
-        dx = dx + dbranch                                               # residual accumulation
-        # attention branch: x_mid = x_in + c_proj(attn(ln_1(x_in)))
-        dy, g[pre + "attn.c_proj.weight"], g[pre + "attn.c_proj.bias"] = \
-            F.linear_backward(dx, c.c_proj)                             # (B, T, C)
-        NH = self.config.n_head
-        dy = xp.permute_dims(xp.reshape(dy, (B, T, NH, C // NH)), (0, 2, 1, 3))  # (B,NH,T,hs)
-        dq, dk, dv = F.scaled_dot_product_attention_backward(dy, c.attn)
-        dqkv = xp.reshape(xp.permute_dims(xp.stack((dq, dk, dv)), (1, 3, 0, 2, 4)),
-                          (B, T, 3 * C))                                # (B, T, 3C)
-        dh, g[pre + "attn.c_attn.weight"], g[pre + "attn.c_attn.bias"] = \
-            F.linear_backward(dqkv, c.c_attn)
-        dbranch, g[pre + "ln_1.weight"], g[pre + "ln_1.bias"] = F.layer_norm_backward(dh, c.ln_1)
-        return dx + dbranch                                             # residual accumulation
-
     # incremental decoding ------------------------------------------------------------------
 
     def new_kv_cache(self, batch: int) -> KVCache:
@@ -278,7 +200,7 @@ class GPT:
         """Logits (B, V) of the last of idx's positions, given the keys/values in `kv` of the
         positions before them (a fresh cache when None); kv is extended in place. Equal to
         forward(all ids so far)[0][:, -1] up to rounding."""
-        idx = self._ids("idx", idx)
+        idx = self.token_ids("idx", idx)
         kv = self.new_kv_cache(idx.shape[0]) if kv is None else kv
         if kv.length + idx.shape[1] > self.config.block_size:
             raise ValueError(f"the KV cache holds {kv.length} positions; {idx.shape[1]} more "
@@ -287,7 +209,7 @@ class GPT:
             raise ValueError(f"idx has batch {idx.shape[0]} but the KV cache {kv.k[0].shape[0]}")
         x, _, _ = self._embed(idx, kv.length)                           # (B, T, C)
         for i in range(self.config.n_layer):
-            x, _ = self._block_forward(i, x, kv)
+            x, _ = block_forward(self.xp, self.config, self._params, i, x, kv)
         kv.length += idx.shape[1]
         logits, _, _ = self._head(x[:, -1:, :])                         # (B, 1, V)
         return logits[:, 0, :], kv
@@ -305,7 +227,7 @@ class GPT:
         """Make `path` a checkpoint directory in the Hugging Face GPT-2 layout
         (model.safetensors + config.json, with a manifest of their sha256), replaced as one
         unit: see nanonorm.checkpoint.save."""
-        from .checkpoint import save
+        from .checkpoint_io import save
         save(self, path)
 
     @classmethod
@@ -314,8 +236,11 @@ class GPT:
         """Load a GPT-2 checkpoint directory (ours, save_pretrained's, the original gpt2
         upload's bare names, or a local Hugging Face cache directory). A checkpoint with a
         manifest is checked against its sha256 first; verify=False skips that."""
-        from .checkpoint import load
-        return load(path, dtype=dtype, device=device, verify=verify)
+        from .checkpoint_io import read_checkpoint
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {check.short_repr(dtype)}")
+        config, arrays = read_checkpoint(path, dtype, verify=verify)
+        return cls._from_arrays(config, arrays, dtype=dtype, device=device)
 
     @classmethod
     def _from_arrays(cls, config: GPTConfig, arrays: dict, *, dtype, device) -> "GPT":
@@ -334,8 +259,14 @@ class GPT:
         return AdamW(self._params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                      no_decay=no_decay)
 
-    def _ids(self, name: str, ids) -> Array:
-        """Token ids as an integer (B, T) array of the model's library, in [0, vocab_size)."""
+    def drop_cache(self) -> None:
+        """Forget the last forward's activations when no backward will follow (an evaluation
+        with targets): their memory is freed now, not at the next forward."""
+        self._cache = None
+
+    def token_ids(self, name: str, ids) -> Array:
+        """Token ids as an integer (B, T) array of the model's library, in [0, vocab_size);
+        errors name them `name`."""
         if isinstance(ids, (list, tuple)):
             ids = np.asarray(ids)
         xp = array_namespace(ids, names=(name,))

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
+
+from . import validate as check
 
 __all__ = ["GPTConfig", "PRESETS", "LIMITS", "MAX_PARAMETERS", "parameter_shapes"]
 
@@ -45,19 +46,18 @@ class GPTConfig:
     def __post_init__(self):
         for name, limit in LIMITS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {_short(value)}")
+            if not check.is_integer(value) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {check.short_repr(value)}")
             if value > limit:
-                raise ValueError(f"{name} must be at most {limit:,}, got {_short(value)}")
+                raise ValueError(f"{name} must be at most {limit:,}, got "
+                                 f"{check.short_repr(value)}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head "
                              f"({self.n_head})")
-        if not isinstance(self.tie_weights, bool):
-            raise TypeError(f"tie_weights must be a bool, got {type(self.tie_weights).__name__}")
-        if (isinstance(self.ln_eps, bool) or not isinstance(self.ln_eps, numbers.Real)
-                or not 0 < self.ln_eps < math.inf):
+        check.boolean("tie_weights", self.tie_weights)
+        if not check.is_real(self.ln_eps) or not 0 < self.ln_eps < math.inf:
             raise ValueError(f"ln_eps must be a finite positive number, got "
-                             f"{_short(self.ln_eps)}")
+                             f"{check.short_repr(self.ln_eps)}")
         if self.num_parameters() > MAX_PARAMETERS:
             raise ValueError(f"this configuration has {self.num_parameters():,} parameters, more "
                              f"than the {MAX_PARAMETERS:,} nanonorm accepts")
@@ -97,14 +97,6 @@ class GPTConfig:
     def num_parameters(self) -> int:
         """The exact number of trainable parameters (tied wte/lm_head counted once)."""
         return self.parameter_breakdown()["total"]["total"]
-
-
-def _short(value, limit: int = 40) -> str:
-    """repr(value), cut to `limit` characters: error messages stay short whatever the input."""
-    if isinstance(value, int) and not -10**limit < value < 10**limit:
-        return f"an integer of {value.bit_length():,} bits"   # repr may even refuse it
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def parameter_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:

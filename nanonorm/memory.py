@@ -1,10 +1,10 @@
 """Keep freed memory in the process, so a training step reuses its pages instead of faulting.
 
-A GPT-2 small training step (B=4, T=256) allocates and frees about a gigabyte of activations
-and gradients. With glibc's default policy, the heap's freed top is returned to the OS and
-every step touches fresh pages again: measured here 120,000 minor page faults and 1.05 s of
-system time per step (5.8 s in all). With `keep_freed_memory()` the same step took 4.9 s with
-7 faults. The price: the process keeps its peak heap instead of shrinking after a step.
+A training step allocates and frees all of its activations and gradients. With glibc's default
+policy, the heap's freed top is returned to the OS, and every step faults in fresh pages again
+and pays for it in system time (measured figures: docs/benchmarks.md). `keep_freed_memory()`
+makes the next step reuse those pages. The price: the process keeps its peak heap instead of
+shrinking after a step.
 
 This is a process-wide allocator setting, so nothing calls it on import; the `nanonorm` CLI
 commands that train or time a model call it, and a training script can. Before a phase that

@@ -8,8 +8,8 @@ dispatch so a fused kernel can take its place.
 from __future__ import annotations
 
 import math
-import numbers
 
+from . import validate as check
 from .backend import Array, array_device, array_namespace, backend_name, to_numpy
 from .dispatch import resolve
 
@@ -18,21 +18,12 @@ __all__ = ["AdamW", "clip_grad_norm", "cosine_lr"]
 
 def _number(name: str, value, lo: float, hi: float = math.inf, *, lo_open=False) -> float:
     """A finite float in [lo, hi) ((lo, hi) when lo_open); NaN and inf never pass."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not check.is_real(value):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
     if not (lo < value if lo_open else lo <= value) or not value < hi:
         raise ValueError(f"{name} must lie in {'(' if lo_open else '['}{lo}, {hi}), got {value}")
     return value
-
-
-def _count(name: str, value, lo: int = 0) -> int:
-    """An int >= lo (bool refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {value}")
-    return int(value)
 
 
 def _betas(betas) -> tuple[float, float]:
@@ -141,7 +132,8 @@ class AdamW:
             if not isinstance(state.get(key), dict) or set(state[key]) != set(self.params):
                 raise ValueError(f"optimizer state {key!r} must be a dict naming exactly the "
                                  f"parameters")
-        steps = {n: _count(f"optimizer state steps[{n!r}]", s) for n, s in state["steps"].items()}
+        steps = {n: check.integer_number(f"optimizer state steps[{n!r}]", s, low=0)
+                 for n, s in state["steps"].items()}
         lr = _number("lr", state.get("lr", self.lr), 0.0)
         betas = _betas(state.get("betas", self.betas))
         eps = _number("eps", state.get("eps", self.eps), 0.0, lo_open=True)
@@ -197,9 +189,9 @@ def cosine_lr(step: int, *, max_lr: float, warmup: int, total: int, min_lr: floa
     """Linear warmup over `warmup` steps to max_lr, then a cosine down to min_lr at `total`;
     min_lr afterwards. `step` counts from 0. Rates must be finite with 0 <= min_lr <= max_lr,
     and 0 <= warmup <= total."""
-    step = _count("step", step)
-    total = _count("total", total, 1)
-    warmup = _count("warmup", warmup)
+    step = check.integer_number("step", step, low=0)
+    total = check.integer_number("total", total, low=1)
+    warmup = check.integer_number("warmup", warmup, low=0)
     if warmup > total:
         raise ValueError(f"warmup ({warmup}) must not exceed total ({total})")
     max_lr = _number("max_lr", max_lr, 0.0)

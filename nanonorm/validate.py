@@ -83,3 +83,41 @@ def gradient(name: str, dy: Array, like: Array, like_name: str) -> None:
     xp = array_namespace(dy, like, names=(name, like_name))
     floating(xp, name, dy)
     same_dtype(name, dy, like_name, like)
+
+
+# plain Python values (options, hyperparameters) ----------------------------------------------
+# bool is an int to Python, never to a caller: True passes for no count, size or rate here.
+
+def is_integer(value) -> bool:
+    """An integral number of any type (int, numpy.int64, ...), bool excluded."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value) -> bool:
+    """A real number of any type (int, float, numpy.float32, ...), bool excluded; NaN and inf
+    included (ranges are each caller's to check)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def integer_number(name: str, value, *, low: int | None = None) -> int:
+    """`value` as an int: TypeError for another type, ValueError when below `low`."""
+    if not is_integer(value):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value}")
+    return int(value)
+
+
+def boolean(name: str, value) -> bool:
+    """True or False itself: TypeError for anything else (1, "yes", numpy.bool_)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {short_repr(value)}")
+    return value
+
+
+def short_repr(value, limit: int = 40) -> str:
+    """repr(value), cut to `limit` characters: error messages stay short whatever the input."""
+    if isinstance(value, int) and not -10**limit < value < 10**limit:
+        return f"an integer of {value.bit_length():,} bits"   # repr may even refuse it
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -7,6 +7,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import nanonorm.checkpoint as ckpt
+import nanonorm.checkpoint_io as checkpoint_io
 from nanonorm.gpt import GPT, GPTConfig
 
 TINY = GPTConfig(n_layer=2, n_head=2, n_embd=8, vocab_size=11, block_size=6)
@@ -137,7 +138,7 @@ def test_interrupted_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatc
             f.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ckpt, "save_file", crash_midway)
+    monkeypatch.setattr(checkpoint_io, "save_file", crash_midway)
     with pytest.raises(KeyboardInterrupt):
         GPT(TINY, seed=1).save(d)
     assert sorted(os.listdir(d)) == ["config.json", "model.safetensors",

@@ -13,6 +13,8 @@ import pytest
 from safetensors.numpy import save_file
 
 import nanonorm.atomic_dir as atomic_dir
+import nanonorm.atomic_dir_swap as atomic_dir_swap
+import nanonorm.atomic_dir_write as atomic_dir_write
 import nanonorm.checkpoint as ckpt
 from nanonorm.gpt import GPT, GPTConfig
 
@@ -297,13 +299,13 @@ def test_files_kept_beside_the_checkpoint_survive_saves(tmp_path):
 def test_a_file_added_during_a_save_is_not_lost(tmp_path, monkeypatch):
     d = tmp_path / "ck"
     GPT(SMALL).save(d)
-    swap = atomic_dir._swap
+    swap = atomic_dir_write.swap
 
     def user_writes_then_swap(new, target):
         (target / "notes.txt").write_text("written while saving")   # into the old directory
         return swap(new, target)
 
-    monkeypatch.setattr(atomic_dir, "_swap", user_writes_then_swap)
+    monkeypatch.setattr(atomic_dir_write, "swap", user_writes_then_swap)
     GPT(SMALL, seed=1).save(d)
     assert (d / "notes.txt").read_text() == "written while saving"
     assert leftovers(tmp_path) == []
@@ -390,7 +392,7 @@ def test_is_checkpoint(tmp_path):
 def test_the_fallbacks_without_renameat2_or_directory_handles(tmp_path, monkeypatch):
     """Where renameat2 or dir_fd is missing (other systems): still one unit per save, foreign
     files kept, checksums verified; only the instant of the swap is no longer atomic."""
-    monkeypatch.setattr(atomic_dir, "_libc_renameat2", lambda: None)
+    monkeypatch.setattr(atomic_dir_swap, "_libc_renameat2", lambda: None)
     monkeypatch.setattr(os, "supports_dir_fd", set())
     d = tmp_path / "ck"
     GPT(SMALL, seed=1).save(d)                               # a plain rename: d did not exist

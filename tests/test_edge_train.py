@@ -116,14 +116,14 @@ def test_the_schedule_is_fixed_when_the_run_starts(corpus, tmp_path, capsys):
 
 
 def test_resume_says_plainly_when_the_numerics_changed(corpus, tmp_path, capsys, monkeypatch):
-    from nanonorm.commands import train as train_cmd
+    from nanonorm.commands import train_setup
     out = tmp_path / "run"
     assert cli.main(argv(corpus, out, "--steps", "3")) == 0
     assert cli.main(argv(corpus, out, "--steps", "3", "--resume")) == 0
     assert "warning" not in capsys.readouterr().err            # same code: nothing to say
-    real = train_cmd._numerics
+    real = train_setup.numerics_of
     upgraded = lambda model: {**real(model), "source": "0" * 16, "cpu": "another cpu"}
-    monkeypatch.setattr(train_cmd, "_numerics", upgraded)      # as after an upgrade or a move
+    monkeypatch.setattr(train_setup, "numerics_of", upgraded)  # as after an upgrade or a move
     assert cli.main(argv(corpus, out, "--steps", "4", "--resume", "--extend")) == 0
     err = capsys.readouterr().err
     assert "source, cpu changed" in err and "not bit-identically" in err, err
