@@ -1,11 +1,13 @@
 """Chooses, per op and per array type, which implementation runs: reference, numba or cuda.
 
-Each implementation is a module exposing `KERNELS`, a dict from op name ("layer_norm_forward",
-...) to a function with the reference's signature and cache type, so any forward pairs with any
-backward. NumPy arrays prefer the Numba kernels, CuPy arrays the CUDA kernels; anything else
-(array_api_strict, torch) runs the reference. `use_impl(name)` or the environment variable
-NANONORM_IMPL forces one implementation for the ops it provides; the others stay on the
-reference.
+The tables come from the op declarations (`nanonorm.opspec`): an implementation provides an op
+when its package holds a module of the reference module's name (`nanonorm/kernels/cpu/
+layernorm.py` beside `nanonorm/ops/layernorm.py`) or the declaration names one; that module
+must then define every entry of the op, with the reference's signature and cache type, so any
+forward pairs with any backward. NumPy arrays prefer the Numba kernels, CuPy arrays the CUDA
+kernels; anything else (array_api_strict, torch) runs the reference. `use_impl(name)` or the
+environment variable NANONORM_IMPL forces one implementation for the ops it provides; the
+others stay on the reference.
 
 A fast implementation that cannot be loaded (Numba missing or broken, no numba-cuda) is never
 skipped silently: the first dispatch that falls back warns once with the cause, and
@@ -21,16 +23,14 @@ import os
 import warnings
 from typing import Callable, Iterator
 
+from . import opspec
 from .backend import Array, backend_name
 
 IMPLEMENTATIONS = ("reference", "numba", "cuda")
 ENV_VAR = "NANONORM_IMPL"
 
-_MODULES = {
-    "reference": "nanonorm.ops.registry",
-    "numba": "nanonorm.kernels.cpu",
-    "cuda": "nanonorm.kernels.cuda",
-}
+# the package holding each fast implementation's modules
+_PACKAGES = {"numba": "nanonorm.kernels.cpu", "cuda": "nanonorm.kernels.cuda"}
 # which array libraries an implementation can run on
 _SUPPORTS = {"reference": None, "numba": {"numpy"}, "cuda": {"cupy"}}
 _PREFERRED = {"numpy": ("numba", "reference"), "cupy": ("cuda", "reference")}
@@ -75,13 +75,62 @@ def kernels(impl: str) -> dict[str, Callable]:
     in `unavailable()`)."""
     if impl not in _tables:
         try:
-            _tables[impl] = dict(importlib.import_module(_MODULES[_check_name(impl)]).KERNELS)
+            _tables[impl] = _table(_check_name(impl))
         except Exception as e:   # ImportError, or a broken install failing some other way
-            if impl == "reference":
+            if impl == "reference" or isinstance(e, _Undeclared):
                 raise
-            _failures[impl] = f"{_MODULES[impl]} could not be imported: {type(e).__name__}: {e}"
+            _failures[impl] = f"{_PACKAGES[impl]} could not be imported: {type(e).__name__}: {e}"
             _tables[impl] = {}
     return _tables[impl]
+
+
+class _Undeclared(AttributeError):
+    """A kernel module lacks a function its op declares: a bug, never a silent fallback."""
+
+
+def _table(impl: str) -> dict[str, Callable]:
+    table = {}
+    if impl != "reference":
+        importlib.import_module(_PACKAGES[impl])     # Numba / numba-cuda load here, or fail
+    for spec in opspec.specs():
+        module = _module(spec, impl)
+        if module is None:
+            continue
+        for entry in spec.entries:
+            if not hasattr(module, entry):
+                raise _Undeclared(f"{module.__name__} implements op {spec.name!r} but has no "
+                                  f"{entry}")
+            table[entry] = getattr(module, entry)
+    return table
+
+
+def _module(spec, impl: str):
+    """The module implementing `spec` for `impl`, or None where it has none."""
+    if impl == "reference":
+        return spec.reference
+    if impl in spec.implementations:
+        return spec.implementations[impl]
+    name = f"{_PACKAGES[impl]}.{spec.module}"
+    return importlib.import_module(name) if importlib.util.find_spec(name) else None
+
+
+def _forget_tables(spec) -> None:
+    _tables.clear()          # an op was declared or removed: rebuild on the next dispatch
+
+
+opspec.on_change(_forget_tables)
+
+
+def table_attribute(impl: str, module: str, name: str):
+    """A kernel package's `KERNELS` (its table, from the op declarations) or one kernel by its
+    entry name, e.g. `nanonorm.kernels.cpu.gelu_forward`: the package's module __getattr__."""
+    if not name.startswith("_"):          # (the import system asks for submodules this way)
+        table = kernels(impl)
+        if name == "KERNELS":
+            return table
+        if name in table:
+            return table[name]
+    raise AttributeError(f"module {module!r} has no attribute {name!r}")
 
 
 def unavailable() -> dict[str, str]:

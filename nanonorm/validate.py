@@ -111,7 +111,7 @@ def integer_number(name: str, value, *, low: int | None = None) -> int:
 def boolean(name: str, value) -> bool:
     """True or False itself: TypeError for anything else (1, "yes", numpy.bool_)."""
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {short_repr(value)}")
+        raise TypeError(f"{name} must be a bool (True or False), got {short_repr(value)}")
     return value
 
 

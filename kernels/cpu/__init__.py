@@ -67,19 +67,9 @@ def _libgomp_loaded() -> bool:
 
 _start_threads()
 
-from .adamw import adamw_step
-from .attention import (scaled_dot_product_attention_backward,
-                        scaled_dot_product_attention_forward)
-from .gelu import gelu_backward, gelu_forward
-from .layernorm import layer_norm_backward, layer_norm_forward
-from .loss import cross_entropy_backward, cross_entropy_forward
-from .softmax import log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward
 
-KERNELS = {f.__name__: f for f in (
-    layer_norm_forward, layer_norm_backward,
-    softmax_forward, softmax_backward, log_softmax_forward, log_softmax_backward,
-    scaled_dot_product_attention_forward, scaled_dot_product_attention_backward,
-    gelu_forward, gelu_backward,
-    cross_entropy_forward, cross_entropy_backward,
-    adamw_step,
-)}
+
+def __getattr__(name: str):
+    """`KERNELS` and each kernel by its entry name (`nanonorm.dispatch.table_attribute`)."""
+    from nanonorm.dispatch import table_attribute
+    return table_attribute("numba", __name__, name)

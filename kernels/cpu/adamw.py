@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ...ops.adamw import fused_step_scalars
+from nanonorm.ops.adamw import fused_step_scalars
 from ._common import FASTMATH, float_dtype
 
 BLOCK = 16384

@@ -1,10 +1,9 @@
 """Scaled dot-product attention, flash-style, on NumPy arrays: BLAS tiles + Numba softmax.
 
-Mirrors `nanonorm/ops/attention.py` with the same AttentionCache, whose `p` field here holds an
-`AttentionStats` (the (..., T, 1) row log-sum-exp and the causal flag) instead of the (T, S)
-probabilities: memory O(T·d) per head. The reference backward recomputes p from it, and this
-backward accepts a reference cache (it then runs the reference formula), so any forward pairs
-with any backward.
+Mirrors `nanonorm/ops/attention.py`; its forward keeps an `AttentionLseCache` (the (..., T, 1)
+row log-sum-exp and the causal flag) instead of the (T, S) probabilities: memory O(T·d) per
+head. The reference backward recomputes p from it, and this backward takes a reference
+`AttentionCache` to the reference formula, so any forward pairs with any backward.
 
 Forward: for a group of HG heads and a block of BR queries, key tiles of BC run through
   S = Q Kᵀ (BLAS) -> Numba: scale, mask, online-softmax update of (m, l), P = exp(S - m) in
@@ -23,8 +22,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ...ops.attention import (AttentionCache, AttentionStats,
-                              scaled_dot_product_attention_backward as _reference_backward)
+from nanonorm.ops.attention import (AttentionLseCache,
+                                   scaled_dot_product_attention_backward as reference_backward)
 from ._common import FASTMATH, float_dtype, row_max, vexp_subnormal as vexp
 from .lanes import lane_dot, lane_sum
 
@@ -172,23 +171,23 @@ def scaled_dot_product_attention_forward(q, k, v, *, causal=False, scale=None):
                 np.matmul(st, v3[h0:h1, k0:k1], out=tile_pv)
                 acc += tile_pv
         _finish(acc, mb, lb, lse[h0:h1, q0:q1])
-    stats = AttentionStats(lse.reshape(lead + (t, 1)), bool(causal))
     return (out.reshape(lead + (t, dv)),
-            AttentionCache(q3.reshape(lead + (t, d)), k3.reshape(lead + (s_len, d)),
-                           v3.reshape(lead + (s_len, dv)), stats, scale))
+            AttentionLseCache(q3.reshape(lead + (t, d)), k3.reshape(lead + (s_len, d)),
+                              v3.reshape(lead + (s_len, dv)), lse.reshape(lead + (t, 1)),
+                              bool(causal), scale))
 
 
-def scaled_dot_product_attention_backward(dy, cache: AttentionCache):
-    if not isinstance(cache.p, AttentionStats):          # a reference cache: its formula
-        return _reference_backward(dy, cache)
-    q, k, v, stats, scale = cache
+def scaled_dot_product_attention_backward(dy, cache):
+    if not isinstance(cache, AttentionLseCache):         # a reference cache: its formula
+        return reference_backward(dy, cache)
+    q, k, v, scale = cache.q, cache.k, cache.v, cache.scale
     dt = float_dtype(dy, q, k, v)
     lead = q.shape[:-2]
     q3, k3, v3, do3 = (_heads(a, dt) for a in (q, k, v, dy))
-    lse3 = _heads(stats.lse, dt)                                     # (BH, T, 1)
+    lse3 = _heads(cache.lse, dt)                                     # (BH, T, 1)
     bh, t, d = q3.shape
     s_len, dv = k3.shape[1], v3.shape[2]
-    causal = stats.causal
+    causal = cache.causal
     dq = np.empty_like(q3)
     dk = np.zeros_like(k3)
     dvv = np.zeros_like(v3)

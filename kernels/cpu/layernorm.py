@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ...ops.layernorm import LayerNormCache
+from nanonorm.ops.layernorm import LayerNormCache
 from ._common import FASTMATH, float_dtype, rows
 from .lanes import lane_moments, lane_sum, lane_sum_dot
 

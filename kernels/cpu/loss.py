@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ...ops.loss import CrossEntropyCache
+from nanonorm.ops.loss import CrossEntropyCache
 from ._common import FASTMATH, float_dtype, row_max, rows_per_task, vexp
 from .lanes import lane_sum
 

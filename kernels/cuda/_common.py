@@ -13,9 +13,9 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from numba import cuda, float64
+from numba import cuda
 
-from ...backend import is_cupy_array
+from nanonorm.backend import is_cupy_array
 
 # Threads per block on a GPU; shared arrays are sized for it (a compile-time constant, which is
 # why it is a global and not a kernel argument). Must be a power of two for the tree reduction.

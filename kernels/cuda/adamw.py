@@ -12,7 +12,7 @@ import math
 
 from numba import cuda
 
-from ...ops.adamw import fused_step_scalars
+from nanonorm.ops.adamw import fused_step_scalars
 from ._common import THREADS, array_module, float_dtype, grid_1d, stream_for, threads_for
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 
-from ...ops.attention import AttentionCache
-from ...ops.registry import KERNELS as REFERENCE
-from ...ops.softmax import SoftmaxCache
+from nanonorm.ops.attention import (AttentionCache,
+                                   scaled_dot_product_attention_backward as reference_backward)
+from nanonorm.ops.softmax import SoftmaxCache
 from ._common import array_module, float_dtype
 from .softmax import softmax_backward, softmax_rows
 
@@ -28,10 +28,10 @@ def scaled_dot_product_attention_forward(q, k, v, *, causal=False, scale=None):
     return p @ v, AttentionCache(q, k, v, p, scale)                  # (..., T, dv)
 
 
-def scaled_dot_product_attention_backward(dy, cache: AttentionCache):
+def scaled_dot_product_attention_backward(dy, cache):
+    if not isinstance(cache, AttentionCache):   # row statistics instead of p: the reference
+        return reference_backward(dy, cache)    # recomputes p
     q, k, v, p, scale = cache
-    if not hasattr(p, "shape"):       # a cache that keeps row statistics instead of p:
-        return REFERENCE["scaled_dot_product_attention_backward"](dy, cache)   # recompute p
     mod = array_module(dy)
     float_dtype(dy, q, k, v)
     dv = mod.swapaxes(p, -1, -2) @ dy                                 # (..., S, dv)

@@ -12,7 +12,7 @@ import math
 
 from numba import cuda
 
-from ...ops.gelu import GELU_COEF, SQRT_2_OVER_PI, TANH_SATURATION, GeluCache
+from nanonorm.ops.gelu import GELU_COEF, SQRT_2_OVER_PI, TANH_SATURATION, GeluCache
 from ._common import THREADS, array_module, float_dtype, grid_1d, stream_for, threads_for
 
 

@@ -19,7 +19,7 @@ import math
 
 from numba import cuda, float64
 
-from ...ops.layernorm import LayerNormCache
+from nanonorm.ops.layernorm import LayerNormCache
 from ._common import (THREADS, array_module, block_max, block_sum2, float_dtype, grid_1d,
                       stream_for, threads_for)
 

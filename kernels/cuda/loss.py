@@ -16,7 +16,7 @@ import math
 
 from numba import cuda, float64
 
-from ...ops.loss import CrossEntropyCache
+from nanonorm.ops.loss import CrossEntropyCache
 from ._common import THREADS, array_module, block_max, block_sum2, float_dtype, stream_for, \
     threads_for
 

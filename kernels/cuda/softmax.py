@@ -17,7 +17,7 @@ import math
 
 from numba import cuda, float64
 
-from ...ops.softmax import SoftmaxCache
+from nanonorm.ops.softmax import SoftmaxCache
 from ._common import THREADS, array_module, block_max, block_sum2, float_dtype, stream_for, \
     threads_for
 

@@ -1,7 +1,8 @@
 """Scaled dot-product attention, softmax(q kᵀ · scale + mask) v, with an explicit backward.
 
-The reference keeps the (T, S) probabilities for the backward (memory O(T·S) per head); the
-Numba kernel keeps only the row log-sum-exp and recomputes them tile by tile.
+The reference keeps the (T, S) probabilities for the backward (`AttentionCache`, memory O(T·S)
+per head); the Numba kernel keeps only the row log-sum-exp (`AttentionLseCache`) and recomputes
+them tile by tile. Every backward accepts both: `probabilities(cache)` converts.
 
 Causal masking aligns the last query with the last key (query i sits at position i + S - T),
 which is torch's `is_causal` when T == S and is what incremental decoding with a KV cache needs.
@@ -16,27 +17,38 @@ from ..backend import Array, array_device, array_namespace
 from .softmax import softmax_forward
 
 
-class AttentionStats(NamedTuple):
-    """What a flash-style forward keeps instead of the probabilities: O(T) per head."""
-    lse: Array      # (..., T, 1) row log-sum-exp of the scaled, masked scores; -inf: no key
-    causal: bool    # the mask is needed to recompute p
-
-
 class AttentionCache(NamedTuple):
+    """The reference's cache: the probabilities themselves, O(T·S) per head."""
     q: Array        # (..., T, d)
     k: Array        # (..., S, d)
     v: Array        # (..., S, dv)
-    p: Array | AttentionStats  # (..., T, S) probabilities (reference), or AttentionStats
-    scale: float                #   (Numba kernel), from which backward recomputes them
+    p: Array        # (..., T, S) probabilities
+    scale: float
 
 
-def probabilities(q: Array, k: Array, stats: AttentionStats, scale: float) -> Array:
-    """(..., T, S) softmax probabilities recomputed from q, k and the row log-sum-exp."""
+class AttentionLseCache(NamedTuple):
+    """A flash-style forward's cache: the row log-sum-exp instead of p, O(T) per head."""
+    q: Array        # (..., T, d)
+    k: Array        # (..., S, d)
+    v: Array        # (..., S, dv)
+    lse: Array      # (..., T, 1) log-sum-exp of the scaled, masked scores; -inf: no key
+    causal: bool    # the mask is needed to recompute p
+    scale: float
+
+
+CACHES = (AttentionCache, AttentionLseCache)   # what every backward accepts
+
+
+def probabilities(cache: AttentionCache | AttentionLseCache) -> Array:
+    """The (..., T, S) softmax probabilities of either cache: kept, or recomputed from q, k
+    and the row log-sum-exp (the one conversion between the two layouts)."""
+    if isinstance(cache, AttentionCache):
+        return cache.p
+    q, k, lse = cache.q, cache.k, cache.lse
     xp = array_namespace(q, k)
-    scores = (q @ xp.matrix_transpose(k)) * scale                    # (..., T, S)
-    lse = stats.lse
+    scores = (q @ xp.matrix_transpose(k)) * cache.scale              # (..., T, S)
     visible = xp.isfinite(lse)                                       # (..., T, 1)
-    if stats.causal:
+    if cache.causal:
         visible = visible & causal_mask(xp, q.shape[-2], k.shape[-2], array_device(q))
     safe_lse = xp.where(xp.isfinite(lse), lse, xp.zeros_like(lse))
     z = xp.where(visible, scores - safe_lse, xp.full_like(scores, -xp.inf))   # exp(-inf) = 0
@@ -62,11 +74,10 @@ def scaled_dot_product_attention_forward(q: Array, k: Array, v: Array, *, causal
     return p @ v, AttentionCache(q, k, v, p, scale)                  # (..., T, dv)
 
 
-def scaled_dot_product_attention_backward(dy: Array, cache: AttentionCache):
+def scaled_dot_product_attention_backward(dy: Array, cache: AttentionCache | AttentionLseCache):
     xp = array_namespace(dy)
-    q, k, v, p, scale = cache
-    if isinstance(p, AttentionStats):                                # a flash-style cache
-        p = probabilities(q, k, p, scale)
+    q, k, v, scale = cache.q, cache.k, cache.v, cache.scale
+    p = probabilities(cache)                                         # (..., T, S)
     dv = xp.matrix_transpose(p) @ dy                                 # (..., S, dv)
     dp = dy @ xp.matrix_transpose(v)                                 # (..., T, S)
     ds = p * (dp - xp.sum(dp * p, axis=-1, keepdims=True))           # (..., T, S)

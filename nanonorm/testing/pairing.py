@@ -1,9 +1,9 @@
 """A kernel table against the reference: every forward/backward pairing, under the error budget.
 
-Kernels share the reference's caches so that any forward pairs with any backward; this checks
-the kernel's forward and the (kernel, kernel), (kernel, reference) and (reference, kernel)
-backward pairings against the reference in the same dtype and a wider-dtype "exact" run
-(`assert_close_budget`). Host (NumPy) arrays in and out: a table of device kernels is checked
+Kernels share the reference's cache types (those the op declares) so that any forward pairs
+with any backward; this checks the kernel's forward and the (kernel, kernel), (kernel,
+reference) and (reference, kernel) backward pairings against the reference in the same dtype
+and a wider-dtype "exact" run (`assert_close_budget`). Host (NumPy) arrays in and out: a table of device kernels is checked
 through a simulator or a wrapper that moves arrays.
 """
 from __future__ import annotations
@@ -39,8 +39,10 @@ def check_kernel_pairings(kernels: dict, fwd: str, bwd: str, args, dy, dtype, *,
     bwd_cond widens the backward's budget from a kernel-made cache (one that keeps less, e.g.
     attention's log-sum-exp instead of p); out_scale / grad_scale: the magnitude the forward /
     backward round at, where it exceeds the result's own (see assert_close_budget)."""
-    from ..ops.registry import KERNELS as reference
+    from ..dispatch import kernels as table
+    from ..opspec import spec_for
 
+    reference = table("reference")
     fwd_kw = fwd_kw or {}
     dtype = np.dtype(dtype)
     wide = WIDER[dtype]
@@ -51,7 +53,8 @@ def check_kernel_pairings(kernels: dict, fwd: str, bwd: str, args, dy, dtype, *,
     ref_out, ref_cache = reference[fwd](*a, **fwd_kw)
     ref_grads = result_arrays(reference[bwd](dy, ref_cache))
     k_out, k_cache = kernels[fwd](*a, **fwd_kw)
-    assert type(k_cache) is type(ref_cache)
+    declared = spec_for(fwd).cache
+    assert isinstance(k_cache, declared), f"{type(k_cache).__name__} is not one of {declared}"
     assert np.asarray(k_out).dtype == np.asarray(ref_out).dtype
     assert np.shape(k_out) == np.shape(ref_out)
     assert_close_budget(k_out, ref_out, exact_out, scale=out_scale, name=f"{name} forward")
@@ -72,8 +75,9 @@ def check_kernel_pairings(kernels: dict, fwd: str, bwd: str, args, dy, dtype, *,
 def check_adamw_kernel(kernels: dict, shape, dtype, *, weight_decay: float = 0.1, seed: int = 0):
     """Three in-place `adamw_step`s of kernels against the reference (gradients of scale 1,
     1e-3 and 10) under the budget, for p, m and v; returns the kernel's (p, m, v)."""
-    from ..ops.registry import KERNELS as reference
+    from ..dispatch import kernels as table
 
+    reference = table("reference")
     dtype = np.dtype(dtype)
     rng = np.random.default_rng(seed)
     p0 = rng.standard_normal(shape)

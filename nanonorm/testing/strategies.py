@@ -11,10 +11,10 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-MAGNITUDES = (1e-3, 1.0, 1e3)
-KINDS = ("normal", "uniform", "offset", "constant_rows", "outliers")
-# for finite differences, which lose to a large common offset what the forward loses
-WELL_CONDITIONED = ("normal", "uniform", "constant_rows", "outliers")
+from .arrays import KINDS, MAGNITUDES, WELL_CONDITIONED, random_floats
+
+__all__ = ["KINDS", "MAGNITUDES", "WELL_CONDITIONED", "dtypes", "float_arrays", "seeds",
+           "shapes"]
 
 
 def shapes(min_dims: int = 1, max_dims: int = 4, min_side: int = 1, max_side: int = 9):
@@ -35,18 +35,7 @@ def float_arrays(draw, shape, dtype=np.float64, *, magnitudes=MAGNITUDES, kinds=
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     scale = draw(st.sampled_from(magnitudes))
     kind = draw(st.sampled_from(kinds))
-    if kind == "uniform":
-        x = rng.uniform(-scale, scale, shape)
-    else:
-        x = rng.standard_normal(shape) * scale
-    if kind == "offset":  # mean far from zero relative to the spread
-        x = x + scale * 1e3
-    elif kind == "constant_rows" and len(shape) >= 1 and shape[-1] > 0:
-        x = np.broadcast_to(x[..., :1], shape).copy()
-    elif kind == "outliers" and x.size:
-        flat = x.reshape(-1)
-        flat[rng.integers(0, flat.size, max(1, flat.size // 16))] *= 100.0
-    return x.astype(dtype)
+    return random_floats(rng, shape, scale=scale, kind=kind).astype(dtype)
 
 
 @st.composite
