@@ -18,7 +18,7 @@ def add_arguments(parser):
                              "the model and AdamW, more for fast rows: about 0.5 s of calls)")
     parser.add_argument("--providers", nargs="+", choices=("reference", "numba", "torch", "cuda"),
                         help="default: all that can run here (torch when importable, cuda "
-                             "with CuPy and a GPU)")
+                             "with CuPy and a GPU, torch on the GPU beside it)")
     parser.add_argument("--study", action="store_true",
                         help="also the source study's table: GPT-2 small construction, forward "
                              "at B=8, T=1024 (5 repeats), 5 training steps, per device; each "
@@ -47,8 +47,8 @@ def _check_writable(option: str, path: Path) -> None:
 
 
 def _check(args) -> None:
-    from .core import CASES
-    names = [c.name for c in CASES]
+    from .cases import all_cases
+    names = [c.name for c in all_cases()]
     for o in args.only or ():
         if not any(o in n for n in names):
             raise UsageError(f"argument --only: {o!r} matches no case (cases: {', '.join(names)})")
@@ -80,7 +80,7 @@ def run_from_args(args) -> int:
     if args.study:                     # after the grid is printed and saved: it takes minutes
         from nanonorm.memory import release_freed_memory
 
-        from .gpu import render_study, study_table
+        from .study import render_study, study_table
         release_freed_memory()         # the study's processes need all of it (torch: 19.3 GiB)
         result["study"] = study_table(quick=args.quick)
         args.json.write_text(json.dumps(result, indent=2, default=str))

@@ -63,7 +63,8 @@ class OpSpec:
     inputs: Callable                 # (rng, size: dict, kind: str) -> Sample, float64 arrays
     test_size: Callable              # rng -> a small, awkward size for inputs()
     bench: tuple = ()                # BenchCase rows
-    torch: Callable | None = None    # (torch, *args, **kwargs) -> tensor: the bench's peer
+    torch: Callable | None = None    # the bench's peer: (torch, *args, **kwargs) -> tensor
+    #                                  (an update's: -> a callable doing one step)
     update: bool = False             # an in-place update (one entry, no backward), e.g. AdamW
     implementations: dict = field(default_factory=dict)   # impl -> module, where not the
     #                                  kernels/<cpu|cuda>/<reference module name>.py default

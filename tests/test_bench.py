@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from nanonorm.bench import core
+from nanonorm.bench import cli, core, timing
+from nanonorm.bench.cases import all_cases
 
 
 def test_quick_grid(tmp_path):
@@ -14,7 +15,7 @@ def test_quick_grid(tmp_path):
     json.dumps(result, default=str)                       # JSON-serialisable
     rows = result["rows"]
     names = {r["case"] for r in rows}
-    assert {c.name for c in core.CASES} <= names
+    assert {c.name for c in all_cases()} <= names
     for r in rows:
         assert r["ms"] > 0 and r["rate"] > 0
         assert r["validated"] is not False, (r["case"], r["provider"])
@@ -29,7 +30,7 @@ def test_quick_grid(tmp_path):
 def test_only_filter_and_cli(tmp_path, capsys):
     pytest.importorskip("torch")
     out = tmp_path / "r.json"
-    code = core.main(["--quick", "--only", "layernorm_fwd", "--repeats", "1", "--json", str(out),
+    code = cli.main(["--quick", "--only", "layernorm_fwd", "--repeats", "1", "--json", str(out),
                       "--plot", str(tmp_path / "r.png"), "--no-progress"])
     assert code == 0
     data = json.loads(out.read_text())
@@ -40,18 +41,18 @@ def test_only_filter_and_cli(tmp_path, capsys):
 def test_gpu_rows_and_study_table_through_the_main_bench(tmp_path, capsys):
     # `python -m bench --study`: the cuda provider joins when CuPy sees a GPU, and says why
     # not otherwise; the study's table (construction, forward, training steps) has the CPU rows
-    from nanonorm.bench import gpu
+    from nanonorm.bench.providers import gpu_missing
     out = tmp_path / "r.json"
-    code = core.main(["--quick", "--only", "gelu_fwd", "--repeats", "1", "--study",
+    code = cli.main(["--quick", "--only", "gelu_fwd", "--repeats", "1", "--study",
                       "--json", str(out), "--plot", str(tmp_path / "r.png"), "--no-progress"])
     assert code == 0
     data = json.loads(out.read_text())
     printed = capsys.readouterr().out
     providers = {r["provider"] for r in data["rows"]}
-    if gpu.available() is None:
+    if gpu_missing() is None:
         assert "cuda" in providers and data["gpu"] == "present"
     else:
-        assert "cuda" not in providers and f"GPU rows skipped: {gpu.available()}" in printed
+        assert "cuda" not in providers and f"GPU rows skipped: {gpu_missing()}" in printed
     study = {r["provider"] for r in data["study"]}
     assert {"reference", "numba"} <= study
     assert "| numba | cpu |" in printed
@@ -61,23 +62,23 @@ def test_providers_take_turns_and_each_gets_its_repeats(monkeypatch):
     # side by side means interleaved: the providers' calls come in blocks taken in turns, so
     # drift on the machine lands on every provider alike; a fast row (more calls than
     # blocks) warms each block with an untimed call
-    monkeypatch.setattr(core, "ROUNDS", 2)
-    monkeypatch.setattr(core, "SETTLE_S", 0.0)
+    monkeypatch.setattr(timing, "ROUNDS", 2)
+    monkeypatch.setattr(timing, "SETTLE_S", 0.0)
     calls = []
     fns = {p: (lambda p=p: calls.append(p)) for p in ("reference", "numba", "torch")}
-    medians = core._interleaved(fns, {"reference": 1, "numba": 3, "torch": 2})
+    medians = timing.interleaved(fns, {"reference": 1, "numba": 3, "torch": 2})
     assert calls == ["numba", "numba", "torch",                         # round 1 (numba: warm)
                      "reference", "numba", "numba", "numba", "torch"]   # round 2
     assert set(medians) == set(fns) and all(m >= 0 for m in medians.values())
 
 
 def test_fast_rows_repeat_for_the_time_budget_within_bounds():
-    assert core._repeats("numba", False, False, 0.01, None) == int(core.TIME_BUDGET_S / 0.01)
-    assert core._repeats("numba", False, False, 1e-6, None) == core.MAX_REPEATS
-    assert core._repeats("reference", False, False, 10.0, None) == 3      # slow: the minimum
-    assert core._repeats("torch", True, False, 10.0, None) == 5           # model / AdamW rows
-    assert core._repeats("torch", False, False, 1e-3, 4) == 4             # --repeats wins
-    assert core._repeats("torch", False, True, 1e-3, None) == 2           # --quick
+    assert timing.repeats("numba", False, False, 0.01, None) == int(timing.TIME_BUDGET_S / 0.01)
+    assert timing.repeats("numba", False, False, 1e-6, None) == timing.MAX_REPEATS
+    assert timing.repeats("reference", False, False, 10.0, None) == 3      # slow: the minimum
+    assert timing.repeats("torch", True, False, 10.0, None) == 5           # model / AdamW rows
+    assert timing.repeats("torch", False, False, 1e-3, 4) == 4             # --repeats wins
+    assert timing.repeats("torch", False, True, 1e-3, None) == 2           # --quick
 
 
 @pytest.mark.parametrize("argv, option", [
@@ -89,7 +90,6 @@ def test_fast_rows_repeat_for_the_time_budget_within_bounds():
 def test_bad_arguments_are_refused_before_any_work(argv, option, tmp_path, capsys, monkeypatch):
     """One line naming the option, exit 2, nothing run (a grid that fails at its end, after
     minutes, on an unwritable --json loses the run)."""
-    from nanonorm.bench import cli
     monkeypatch.setattr(core, "run_grid", lambda **kw: pytest.fail("the grid ran"))
     argv = [a.format(missing=tmp_path / "missing", dir=tmp_path) for a in argv]
     with pytest.raises(SystemExit) as exit_:

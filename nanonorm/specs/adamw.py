@@ -21,12 +21,17 @@ def test_size(rng) -> dict:
 
 
 def torch_adamw(torch, p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step):
-    """One step of torch.optim.AdamW on p (its own m, v: the same from zero)."""
-    param = torch.nn.Parameter(p.clone())
+    """torch.optim.AdamW on p (with its own m, v from zero, as m, v here): a callable doing
+    one step and returning p, as the bench times an update's peer."""
+    param = torch.nn.Parameter(p.detach().clone())
     param.grad = g
-    torch.optim.AdamW([param], lr=lr, betas=(beta1, beta2), eps=eps,
-                      weight_decay=weight_decay).step()
-    return param.detach()
+    opt = torch.optim.AdamW([param], lr=lr, betas=(beta1, beta2), eps=eps,
+                            weight_decay=weight_decay)
+
+    def one_step():
+        opt.step()
+        return param.detach()
+    return one_step
 
 
 SPECS = [OpSpec(
