@@ -10,6 +10,7 @@ wider dtype (float32 -> float64, float64 -> long double) as the exact answer, an
 kernel/reference forward with every kernel/reference backward (they share the cache type).
 """
 import functools
+import importlib
 import os
 import subprocess
 import sys
@@ -307,3 +308,66 @@ def test_every_kernel_compiles_to_ptx():
         pytest.skip("PTX not compiled: " + r.stdout.strip()[-300:])
     assert r.returncode == 0, r.stdout + r.stderr[-2000:]
     assert r.stdout.count("ok ") == 20
+
+
+# the kernels ptx_check compiles: declared beside each kernel, found without a list ------------
+
+def _jit_kernels():
+    """("module._name", kernel) for every cuda.jit kernel (device functions aside) defined in a
+    module of the package, however it was decorated: here the simulator's FakeCUDAKernel."""
+    import pkgutil
+    import nanonorm.kernels.cuda as package
+    from numba.cuda.simulator.kernel import FakeCUDAKernel
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for name, obj in vars(module).items():
+            # _device: the simulator's only record of cuda.jit(device=True)
+            if isinstance(obj, FakeCUDAKernel) and not obj._device \
+                    and obj.__module__ == module.__name__:
+                yield f"{info.name}.{name}", obj
+
+
+def test_every_cuda_kernel_declares_its_argument_types():
+    # a plain @cuda.jit kernel would be missed by ptx_check: each must use _common.kernel, with
+    # one type per parameter, and ptx_check must find each of them
+    import inspect
+    from numba import types
+    from nanonorm.kernels.cuda import ptx_check
+    found = dict(_jit_kernels())
+    assert len(found) >= 10, sorted(found)
+    for name, k in found.items():
+        assert callable(getattr(k, "arg_types", None)), f"{name}: declare it with @kernel(...)"
+        n_params = len(inspect.signature(k.__wrapped__).parameters)
+        for ft in (types.float32, types.float64):
+            assert len(k.arg_types(ft)) == n_params, (name, ft)
+    discovered = ptx_check.signatures(types.float32)
+    assert set(discovered) == set(found)
+    assert all(discovered[name][0] is k for name, k in found.items())
+
+
+@pytest.mark.parametrize("ft_name", ["float32", "float64"])
+def test_ptx_check_finds_the_kernels_with_their_types(ft_name):
+    # the list ptx_check held by hand before the types moved beside the kernels: the same
+    # kernels, compiled with the same types, give the same PTX. A kernel added later joins the
+    # check without an edit here (the test above holds every kernel to a declaration).
+    from numba import types
+    from nanonorm.kernels.cuda import ptx_check
+    ft = getattr(types, ft_name)
+    a1, a2, f64, b, i64 = ft[::1], ft[:, ::1], types.float64, types.boolean, types.int64
+    expected = {
+        "layernorm._forward": (a2, a1, a1, b, b, f64, a2, a2, a2),
+        "layernorm._backward": (a2, a2, a2, a2, a1, b, a2, f64[:, ::1], f64[:, ::1]),
+        "layernorm._sum_partials": (f64[:, ::1], a1),
+        "softmax._forward": (a2, f64, f64, b, i64, b, a2),
+        "softmax._backward": (a2, a2, f64, b, a2),
+        "gelu._forward": (a1, f64, f64, f64, a1),
+        "gelu._backward": (a1, a1, f64, f64, f64, a1),
+        "loss._forward": (a2, i64[::1], a2, f64[::1]),
+        "loss._backward": (a2, a2, i64[::1], a1, a2),
+        "adamw._step": (a1, a1, a1, a1) + (f64,) * 8,
+    }
+    got = ptx_check.signatures(ft)
+    assert {name: got[name][1] for name in expected if name in got} == expected
+    for name, (k, _) in got.items():             # the module's own kernel object
+        module, attr = name.split(".")
+        assert k is getattr(importlib.import_module(f"nanonorm.kernels.cuda.{module}"), attr)

@@ -1,4 +1,5 @@
-"""Shared pieces of the numba-cuda kernels: array module, launch geometry, block reductions.
+"""Shared pieces of the numba-cuda kernels: array module, launch geometry, the `@kernel`
+decorator (cuda.jit plus declared argument types), block reductions.
 
 The kernels take CuPy arrays on a GPU (through the CUDA array interface, no copies) and NumPy
 arrays under numba-cuda's simulator (NUMBA_ENABLE_CUDASIM=1), so the wrappers never import
@@ -65,6 +66,18 @@ def stream_for(x):
 def grid_1d(n: int, threads: int) -> int:
     """Blocks for a grid-stride loop over n elements (capped: each thread takes several)."""
     return max(1, min(-(-n // threads), 65535))
+
+
+def kernel(arg_types, **jit_options):
+    """`cuda.jit`, with the kernel's argument types declared beside it: `arg_types(ft)` gives
+    the numba types for float type `ft` (float32 / float64). ptx_check compiles every kernel
+    that carries them, so a new kernel is checked without editing a list there. Works alike
+    on numba-cuda's Dispatcher and on the simulator's FakeCUDAKernel (both take attributes)."""
+    def jit(fn):
+        k = cuda.jit(**jit_options)(fn)
+        k.arg_types = arg_types
+        return k
+    return jit
 
 
 @cuda.jit(device=True)

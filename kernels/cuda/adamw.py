@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 
-from numba import cuda
+from numba import cuda, float64
 
 from nanonorm.ops.adamw import fused_step_scalars
-from ._common import THREADS, array_module, float_dtype, grid_1d, stream_for, threads_for
+from ._common import THREADS, array_module, float_dtype, grid_1d, kernel, stream_for, threads_for
 
 
-@cuda.jit
+@kernel(lambda ft: (ft[::1],) * 4 + (float64,) * 8)
 def _step(p, g, m, v, decay, beta1, one_m_beta1, beta2, one_m_beta2, step_size, inv_bc2_sqrt,
           eps):
     # p, g, m, v: (P,) flat, same dtype; fused_step_scalars' float64 scalars, cast once

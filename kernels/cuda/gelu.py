@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 
-from numba import cuda
+from numba import cuda, float64
 
 from nanonorm.ops.gelu import GELU_COEF, SQRT_2_OVER_PI, TANH_SATURATION, GeluCache
-from ._common import THREADS, array_module, float_dtype, grid_1d, stream_for, threads_for
+from ._common import THREADS, array_module, float_dtype, grid_1d, kernel, stream_for, threads_for
 
 
-@cuda.jit
+@kernel(lambda ft: (ft[::1], float64, float64, float64, ft[::1]))
 def _forward(x, k0, k1, sat, y):
     # x, y: (N,) flat; k0 = sqrt(2/π), k1 = 0.044715, sat: |x| past which tanh is ±1
     c0, c1, cs = x.dtype.type(k0), x.dtype.type(k1), x.dtype.type(sat)  # new names: keep dtype
@@ -31,7 +31,7 @@ def _forward(x, k0, k1, sat, y):
         y[i] = xi * f if f != 0 or xi != xi else zero   # gelu(-inf) = 0, NaN stays NaN
 
 
-@cuda.jit
+@kernel(lambda ft: (ft[::1], ft[::1], float64, float64, float64, ft[::1]))
 def _backward(dy, x, k0, k1, sat, dx):
     # dy, x, dx: (N,) flat
     c0, c1, cs = x.dtype.type(k0), x.dtype.type(k1), x.dtype.type(sat)  # new names: keep dtype

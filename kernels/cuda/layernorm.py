@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import math
 
-from numba import cuda, float64
+from numba import boolean, cuda, float64
 
 from nanonorm.ops.layernorm import LayerNormCache
 from ._common import (THREADS, array_module, block_max, block_sum2, float_dtype, grid_1d,
-                      stream_for, threads_for)
+                      kernel, stream_for, threads_for)
 
 # Blocks of the backward (and so rows of the dγ/dβ partials): enough to fill an H100's 132 SMs
 # several times over, few enough that the (G, C) float64 partials stay L2-resident.
@@ -58,7 +58,8 @@ def _robust_stats(sa, sb, x, i, eps):
     return sc * (u0 + dm), 1.0 / std
 
 
-@cuda.jit
+@kernel(lambda ft: (ft[:, ::1], ft[::1], ft[::1], boolean, boolean, float64,
+                    ft[:, ::1], ft[:, ::1], ft[:, ::1]))
 def _forward(x, w, b, has_w, has_b, eps, y, mean, rstd):
     # x, y: (N, C); w, b: (C,) (ignored unless has_w / has_b); mean, rstd: (N, 1); block i = row i
     sa = cuda.shared.array(THREADS, float64)
@@ -99,7 +100,8 @@ def _forward(x, w, b, has_w, has_b, eps, y, mean, rstd):
         y[i, j] = v
 
 
-@cuda.jit
+@kernel(lambda ft: (ft[:, ::1], ft[:, ::1], ft[:, ::1], ft[:, ::1], ft[::1], boolean,
+                    ft[:, ::1], float64[:, ::1], float64[:, ::1]))
 def _backward(dy, x, mean, rstd, w, has_w, dx, dw_part, db_part):
     # dy, x, dx: (N, C); mean, rstd: (N, 1); dw_part, db_part: (G, C) float64, G = gridDim.x
     sa = cuda.shared.array(THREADS, float64)
@@ -134,7 +136,7 @@ def _backward(dy, x, mean, rstd, w, has_w, dx, dw_part, db_part):
             dx[i, j] = r * (g - a - xhat * bb)
 
 
-@cuda.jit
+@kernel(lambda ft: (float64[:, ::1], ft[::1]))
 def _sum_partials(part, out):
     # part: (G, C) -> out (C,): one thread per column, summed in block order (deterministic)
     for j in range(cuda.grid(1), part.shape[1], cuda.gridsize(1)):

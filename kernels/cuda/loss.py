@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import math
 
-from numba import cuda, float64
+from numba import cuda, float64, int64
 
 from nanonorm.ops.loss import CrossEntropyCache
-from ._common import THREADS, array_module, block_max, block_sum2, float_dtype, stream_for, \
-    threads_for
+from ._common import THREADS, array_module, block_max, block_sum2, float_dtype, kernel, \
+    stream_for, threads_for
 
 
-@cuda.jit
+@kernel(lambda ft: (ft[:, ::1], int64[::1], ft[:, ::1], float64[::1]))
 def _forward(z, t, lse, losses):
     # z: (N, V) logits; t: (N,) int64; lse: (N, 1) z's dtype; losses: (N,) float64 per row
     sa = cuda.shared.array(THREADS, float64)
@@ -45,7 +45,7 @@ def _forward(z, t, lse, losses):
         losses[i] = (mt - z[i, t[i]]) + log_s      # m - picked first, as the reference
 
 
-@cuda.jit
+@kernel(lambda ft: (ft[:, ::1], ft[:, ::1], int64[::1], ft[::1], ft[:, ::1]))
 def _backward(z, lse, t, dloss, dz):
     # z, dz: (N, V); lse: (N, 1); t: (N,) int64; dloss: (1,) the upstream gradient
     i = cuda.blockIdx.x

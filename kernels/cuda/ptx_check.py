@@ -12,29 +12,34 @@ exit status 0: all compiled, 1: a kernel failed, 2: no usable NVVM/NVRTC here (n
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import sys
+from pathlib import Path
 
 from numba import cuda, types
 
 
+def kernel_modules():
+    """Every module of this package but this check, imported: a kernel module added later is
+    found with no edit here (helpers such as _common declare no kernels and add nothing)."""
+    package = sys.modules[__package__]
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name != Path(__file__).stem:
+            yield importlib.import_module(f"{__package__}.{info.name}")
+
+
 def signatures(ft):
-    """(kernel, argument types) for every kernel, for one float type `ft`."""
-    from . import adamw, gelu, layernorm, loss, softmax
-    a1, a2, f64, b = ft[::1], ft[:, ::1], types.float64, types.boolean
-    i64 = types.int64
-    return {
-        "layernorm._forward": (layernorm._forward, (a2, a1, a1, b, b, f64, a2, a2, a2)),
-        "layernorm._backward": (layernorm._backward,
-                                (a2, a2, a2, a2, a1, b, a2, f64[:, ::1], f64[:, ::1])),
-        "layernorm._sum_partials": (layernorm._sum_partials, (f64[:, ::1], a1)),
-        "softmax._forward": (softmax._forward, (a2, f64, f64, b, i64, b, a2)),
-        "softmax._backward": (softmax._backward, (a2, a2, f64, b, a2)),
-        "gelu._forward": (gelu._forward, (a1, f64, f64, f64, a1)),
-        "gelu._backward": (gelu._backward, (a1, a1, f64, f64, f64, a1)),
-        "loss._forward": (loss._forward, (a2, i64[::1], a2, f64[::1])),
-        "loss._backward": (loss._backward, (a2, a2, i64[::1], a1, a2)),
-        "adamw._step": (adamw._step, (a1, a1, a1, a1) + (f64,) * 8),
-    }
+    """(kernel, argument types) for every kernel, for one float type `ft`: each `@kernel` of
+    each module (`_common.kernel` declares the types beside it), keyed "module._name"."""
+    found = {}
+    for module in kernel_modules():
+        short = module.__name__.rpartition(".")[2]
+        for name, obj in vars(module).items():
+            # defined here, not imported from a sibling (which reports it under its own name)
+            if callable(getattr(obj, "arg_types", None)) and obj.__module__ == module.__name__:
+                found[f"{short}.{name}"] = (obj, tuple(obj.arg_types(ft)))
+    return found
 
 
 def _no_device(cc):

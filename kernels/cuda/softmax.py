@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import math
 
-from numba import cuda, float64
+from numba import boolean, cuda, float64, int64
 
 from nanonorm.ops.softmax import SoftmaxCache
-from ._common import THREADS, array_module, block_max, block_sum2, float_dtype, stream_for, \
-    threads_for
+from ._common import THREADS, array_module, block_max, block_sum2, float_dtype, kernel, \
+    stream_for, threads_for
 
 
 @cuda.jit(device=True)
@@ -33,7 +33,7 @@ def _scaled(v, m, tem, small_t):
     return d / tem
 
 
-@cuda.jit
+@kernel(lambda ft: (ft[:, ::1], float64, float64, boolean, int64, boolean, ft[:, ::1]))
 def _forward(x, scale, temperature, causal, t_len, log, out):
     # x, out: (N, C); row i -> softmax(scale · x[i] / temperature) or its log (attention
     # passes its scale with temperature 1, softmax its temperature with scale 1).
@@ -78,7 +78,7 @@ def _forward(x, scale, temperature, causal, t_len, log, out):
             out[i, j] = math.exp(z) * rs if j < last else 0.0
 
 
-@cuda.jit
+@kernel(lambda ft: (ft[:, ::1], ft[:, ::1], float64, boolean, ft[:, ::1]))
 def _backward(dy, y, temperature, log, dx):
     # dy, y, dx: (N, C); y is the forward's output (probabilities or log-probabilities)
     sa = cuda.shared.array(THREADS, float64)
