@@ -17,7 +17,7 @@ import numpy as np
 from . import functional as F
 from . import validate as check
 from .backend import (Array, array_namespace, backend_name, get_namespace, normal,
-                      scatter_add_rows, to_numpy)
+                      scatter_add_rows)
 from .gpt_block import KVCache, block_backward, block_forward
 from .gpt_config import GPTConfig, parameter_shapes
 
@@ -102,14 +102,7 @@ class GPT:
                              f"unexpected {listed(unexpected)}")
         staged = {}
         for name, value in state.items():
-            target = self._params[name]
-            if not hasattr(value, "shape"):
-                raise TypeError(f"{name}: expected an array, got {type(value).__name__}")
-            if tuple(value.shape) != tuple(target.shape):
-                raise ValueError(f"{name}: shape {tuple(value.shape)} in the state but "
-                                 f"{tuple(target.shape)} in the model")
-            if backend_name(value) != backend_name(target):
-                value = to_numpy(value)
+            value = check.like_target(f"state {name!r}", value, self._params[name])
             xp = array_namespace(value, names=(name,))
             check.floating(xp, name, value)
             staged[name] = self.xp.asarray(value, dtype=self._xp_dtype, device=self._xp_device)

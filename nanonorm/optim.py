@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from . import validate as check
-from .backend import Array, array_device, array_namespace, backend_name, to_numpy
+from .backend import Array, array_device, array_namespace, backend_name
 from .dispatch import resolve
 
 __all__ = ["AdamW", "clip_grad_norm", "cosine_lr"]
@@ -150,13 +150,7 @@ class AdamW:
     def _staged(self, key: str, name: str, value):
         """A moment converted to its target's library, dtype and device; finite (v >= 0)."""
         what, target = f"optimizer state {key}[{name!r}]", getattr(self, key)[name]
-        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
-            raise TypeError(f"{what} must be an array, got {type(value).__name__}")
-        if tuple(value.shape) != tuple(target.shape):
-            raise ValueError(f"{what} has shape {tuple(value.shape)}, expected "
-                             f"{tuple(target.shape)}")
-        if backend_name(value) != backend_name(target):
-            value = to_numpy(value)
+        value = check.like_target(what, value, target)
         if getattr(value.dtype, "kind", None) != "f":        # NumPy / CuPy dtypes
             raise TypeError(f"{what} must be a floating-point array, got dtype {value.dtype}")
         xp = array_namespace(target)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from .backend import Array, array_namespace
+from .backend import Array, array_namespace, backend_name, to_numpy
 
 
 def namespace(**arrays: Array | None):
@@ -121,3 +121,15 @@ def short_repr(value, limit: int = 40) -> str:
         return f"an integer of {value.bit_length():,} bits"   # repr may even refuse it
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def like_target(what: str, value, target: Array):
+    """A value loaded for `target` (a state dict's tensor): an array of target's shape, brought
+    to the host when it comes from another array library. TypeError / ValueError naming
+    `what`; the caller converts dtype and device."""
+    if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+        raise TypeError(f"{what} must be an array, got {type(value).__name__}")
+    if tuple(value.shape) != tuple(target.shape):
+        raise ValueError(f"{what} has shape {tuple(value.shape)}, expected "
+                         f"{tuple(target.shape)}")
+    return to_numpy(value) if backend_name(value) != backend_name(target) else value
