@@ -48,13 +48,21 @@ def _check_writable(option: str, path: Path) -> None:
 
 def _check(args) -> None:
     from .cases import all_cases
-    names = [c.name for c in all_cases()]
+    names = [c.name for c in all_cases()] + ["train_step_by_import_order"]
     for o in args.only or ():
         if not any(o in n for n in names):
             raise UsageError(f"argument --only: {o!r} matches no case (cases: {', '.join(names)})")
     _check_writable("--json", args.json)
     if args.plot:
         _check_writable("--plot", args.plot)
+
+
+def _wants_import_order(args) -> bool:
+    """The import-order rows run with torch installed, unless --only leaves them out."""
+    from .providers import torch_module
+    names = ("train_step_by_import_order",)
+    return torch_module() is not None and (not args.only or any(
+        o in n for o in args.only for n in names))
 
 
 def run_from_args(args) -> int:
@@ -77,6 +85,11 @@ def run_from_args(args) -> int:
     print(render_table(result), flush=True)
     if result["gpu"] != "present":
         print(f"GPU rows skipped: {result['gpu']}")
+    if _wants_import_order(args):      # fresh processes: after the grid, before the study
+        from . import import_order
+        result["import_order"] = import_order.rows(quick=args.quick)
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+        print(import_order.render(result["import_order"]), flush=True)
     if args.study:                     # after the grid is printed and saved: it takes minutes
         from nanonorm.memory import release_freed_memory
 

@@ -98,3 +98,15 @@ def test_bad_arguments_are_refused_before_any_work(argv, option, tmp_path, capsy
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and option in err and "Traceback" not in err
     assert not (tmp_path / "ok.json").exists()
+
+
+def test_import_order_rows_run_the_same_kernels():
+    # import torch before or after the kernels: the same threading layer in both processes
+    pytest.importorskip("torch")
+    from nanonorm.bench import import_order
+    rows = import_order.rows(quick=True, rounds=1)
+    assert [r["provider"] for r in rows] == ["numba, torch imported first",
+                                            "numba, torch imported after"]
+    assert rows[0]["threading_layer"] == rows[1]["threading_layer"]
+    assert all(r["ms"] > 0 for r in rows) and rows[0]["ratio_to_first"] == 1.0
+    assert "| numba, torch imported after |" in import_order.render(rows)

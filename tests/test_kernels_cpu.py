@@ -7,6 +7,10 @@ every pairing of a kernel or reference forward with a kernel or reference backwa
 forward must pair with any backward, since they share the cache type.
 """
 import functools
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -219,18 +223,24 @@ def test_attention_tiles(causal, t, s):
 
 # threading layer -----------------------------------------------------------------------------
 
+_THREADING_VARS = ("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY", "GOMP_SPINCOUNT",
+                   "OMP_WAIT_POLICY")
+_RUN_A_KERNEL = "nanonorm.kernels.cpu.gelu_forward(np.ones(10))\n"     # a parallel launch
+
+
+def _fresh_process(code, **env) -> str:
+    """The stdout of `python -c code` in a fresh interpreter, with none of this one's threading
+    variables but those in `env`."""
+    clean = {k: v for k, v in os.environ.items() if k not in _THREADING_VARS}
+    return subprocess.run([sys.executable, "-c", code], env={**clean, **env}, check=True,
+                          capture_output=True, text=True).stdout
+
+
 def _layer_in_fresh_process(**env):
-    import os
-    import subprocess
-    import sys
-    code = ("import os, numba, nanonorm.kernels.cpu, numpy as np\n"
-            "nanonorm.kernels.cpu.gelu_forward(np.ones(10))\n"     # a parallel launch
+    code = ("import os, numba, nanonorm.kernels.cpu, numpy as np\n" + _RUN_A_KERNEL +
             "print(numba.threading_layer(), os.environ.get('GOMP_SPINCOUNT'))")
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("NUMBA_THREADING_LAYER", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, check=True,
-                         capture_output=True, text=True).stdout.split()
-    return out[0], out[1]
+    layer, spin = _fresh_process(code, **env).split()
+    return layer, spin
 
 
 def test_threading_layer_is_omp_with_short_spin_and_the_environment_is_restored():
@@ -246,20 +256,75 @@ def test_threading_layer_is_omp_with_short_spin_and_the_environment_is_restored(
 
 def test_threading_layer_set_by_the_user_is_kept():
     assert _layer_in_fresh_process(NUMBA_THREADING_LAYER="workqueue")[0] == "workqueue"
+    assert _layer_in_fresh_process(
+        NUMBA_THREADING_LAYER_PRIORITY="workqueue omp tbb")[0] == "workqueue"
     assert _layer_in_fresh_process(GOMP_SPINCOUNT="5")[1] == "5"
+    code = ("import numba, nanonorm.kernels.cpu, numpy as np\n"
+            "numba.config.THREADING_LAYER = 'workqueue'\n" + _RUN_A_KERNEL +
+            "print(numba.threading_layer())")
+    assert _fresh_process(code).split() == ["workqueue"]
 
 
 def test_threading_layer_avoids_a_libgomp_loaded_before_it():
     # torch ships a libgomp under the same name: Numba would share it, long spin included
     pytest.importorskip("torch")
-    import subprocess
-    import sys
     code = ("import torch\n"
             "gomp = 'libgomp' in open('/proc/self/maps').read()\n"
-            "import numba, nanonorm.kernels.cpu, numpy as np\n"
-            "nanonorm.kernels.cpu.gelu_forward(np.ones(10)); print(gomp, numba.threading_layer())")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True).stdout.split()
+            "import numba, nanonorm.kernels.cpu, numpy as np\n" + _RUN_A_KERNEL +
+            "print(gomp, numba.threading_layer())")
+    out = _fresh_process(code).split()
     if out[-2] != "True":
         pytest.skip("this torch loads no GNU libgomp (e.g. an LLVM OpenMP build)")
     assert out[-1] == "workqueue"
+
+
+# in a fresh process, what choosing a threading layer changes (Numba's config, the environment,
+# the threading libraries loaded) before and after the import, and after a first kernel
+_IMPORT_THEN_RUN = """
+import json, os, numba, numba.np.ufunc.parallel as parallel
+def seen():
+    libs = sorted({line.split()[-1] for line in open('/proc/self/maps')
+                   if any(n in line for n in ('gomp', 'omppool', 'tbb', 'workqueue'))})
+    return {'layer': numba.config.THREADING_LAYER, 'env': dict(os.environ), 'libs': libs,
+            'priority': numba.config.THREADING_LAYER_PRIORITY, 'started': parallel._is_initialized}
+before = seen()
+import nanonorm, nanonorm.kernels.cpu, numpy as np
+imported = seen()
+nanonorm.kernels.cpu.gelu_forward(np.ones(10))
+print(json.dumps([before, imported, seen()]))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="not Linux")
+def test_importing_the_kernels_changes_nothing_until_a_kernel_runs():
+    before, imported, ran = json.loads(_fresh_process(_IMPORT_THEN_RUN))
+    assert imported == before                 # no libgomp loaded, no threads, config as it was
+    assert "GOMP_SPINCOUNT" not in imported["env"]
+    assert ran["started"] and ran["libs"] != before["libs"]     # the first kernel loads a layer
+    assert [ran[k] == before[k] for k in ("layer", "priority", "env")] == [True] * 3
+
+
+def test_torch_imported_before_or_after_the_kernels_gives_the_same_layer():
+    pytest.importorskip("torch")
+    run = "import numba, numpy as np\n" + _RUN_A_KERNEL + "print(numba.threading_layer())"
+    torch_first = _fresh_process("import torch, nanonorm.kernels.cpu\n" + run).split()
+    kernels_first = _fresh_process("import nanonorm.kernels.cpu, torch\n" + run).split()
+    assert torch_first == kernels_first
+
+
+def test_info_reports_the_layer_and_whose_choice_it_was():
+    info = "from nanonorm.cli import main; main(['info', '--json'])"
+    ours = json.loads(_fresh_process(info))["numba_threads"]
+    assert ours["layer"] is None and ours["chosen_by"] == "nanonorm"     # info runs no kernel
+    yours = json.loads(_fresh_process(info, NUMBA_THREADING_LAYER="workqueue"))
+    assert yours["numba_threads"] == {"layer": None, "next": "workqueue", "chosen_by": "you",
+                                      "why": "NUMBA_THREADING_LAYER=workqueue"}
+
+
+def test_threads_report_the_layer_running_here():
+    import numba
+    from nanonorm.kernels.cpu import threads
+    K["gelu_forward"](np.ones(10))
+    assert threads.state()["layer"] == numba.threading_layer()
+    threads.start()                                  # again: nothing changes
+    assert threads.state()["layer"] == numba.threading_layer()

@@ -1,7 +1,9 @@
-"""`nanonorm info`: versions, CPU, GPU and which implementation each op runs."""
+"""`nanonorm info`: versions, CPU, GPU, Numba's threading layer and which implementation each op
+runs."""
 from __future__ import annotations
 
-HELP = "Print versions, the machine, and which implementation each op dispatches to"
+HELP = ("Print versions, the machine, Numba's threading layer, and which implementation each "
+        "op dispatches to")
 
 
 def configure(parser) -> None:
@@ -22,6 +24,9 @@ def run(args) -> int:
     env = environment()
     ops = sorted(kernels("reference"))
     env["unavailable"] = unavailable()
+    if "numba" not in env["unavailable"]:
+        from ..kernels.cpu.threads import state
+        env["numba_threads"] = state()       # not started here: info runs no kernel
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FallbackWarning)   # shown below, with its cause
         env["dispatch_numpy"] = {op: implementation_for(op, np.empty(0)) for op in ops}
@@ -30,6 +35,10 @@ def run(args) -> int:
         return 0
     for key in ("date", "python", "platform", "cpu", "cpu_simd", "cpu_count", "blas", "gpu"):
         print(f"{key:10s} {env[key]}")
+    if "numba_threads" in env:
+        t = env["numba_threads"]
+        layer = t["layer"] or f"not started; the first kernel asks for {t['next']}"
+        print(f"{'threads':10s} {layer} (chosen by {t['chosen_by']}: {t['why']})")
     for dist, version in env["versions"].items():
         print(f"{dist:18s} {version}")
     for impl, why in env["unavailable"].items():
