@@ -121,9 +121,9 @@ def study_row(provider: str, quick: bool = False) -> dict:
 def _study_in_child(provider: str, quick: bool) -> dict:
     """One row in a fresh Python process with glibc's default allocator: no heap, threads or
     imports carried over from the grid or the other providers, and a provider that runs out
-    of memory costs only its own row. At B=8, T=1024 on 23 GiB, measured peaks: reference
-    15.6 GiB, torch 19.3 GiB; with freed memory kept (`nanonorm.memory`) torch's step outgrew the
-    machine and was killed, so the study leaves the allocator alone."""
+    of memory costs only its own row. At B=8, T=1024 torch's step peaks near the machine's
+    memory (docs/benchmarks.md), and with freed memory kept (`nanonorm.memory`) it outgrew it,
+    so the study leaves the allocator alone."""
     cmd = [sys.executable, "-m", f"{__package__}.study", "--study-row", provider]
     cmd += ["--quick"] * quick
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -1,10 +1,11 @@
 """Numba CPU kernels against the reference: error budgets, fwd/bwd cross-pairing, determinism.
 
-The drawn cases every op gets from its declaration are in test_pairings.py; here are the
-kernels' own hard cases (tiles, masks, huge rows, threading). Every case runs the reference in the kernel's dtype (its own error sets the budget) and in a
-wider dtype (float32 -> float64, float64 -> long double) as the exact answer, then checks
-every pairing of a kernel or reference forward with a kernel or reference backward: any
-forward must pair with any backward, since they share the cache type.
+The drawn cases every op gets from its declaration are in test_pairings.py; here are the kernels'
+own hard cases (tiles, masks, huge rows, threading). Every case runs the reference in the kernel's
+dtype (its own error sets the budget) and in a wider dtype (float32 -> float64, float64 -> long
+double) as the exact answer, then checks every pairing of a kernel or reference forward with a
+kernel or reference backward: any forward must pair with any backward, since they share the cache
+type.
 """
 import functools
 import json

@@ -18,4 +18,5 @@ from .pairing import WIDER, cast_floats, check_adamw_kernel, check_kernel_pairin
 from .spec_check import check_spec
 
 __all__ = ["WIDER", "assert_close_budget", "cast_floats", "check_adamw_kernel",
-           "check_gradients", "check_kernel_pairings", "check_spec", "max_abs_error", "result_arrays"]
+           "check_gradients", "check_kernel_pairings", "check_spec", "max_abs_error",
+           "result_arrays"]

@@ -1,10 +1,10 @@
 """A kernel table against the reference: every forward/backward pairing, under the error budget.
 
-Kernels share the reference's cache types (those the op declares) so that any forward pairs
-with any backward; this checks the kernel's forward and the (kernel, kernel), (kernel,
-reference) and (reference, kernel) backward pairings against the reference in the same dtype
-and a wider-dtype "exact" run (`assert_close_budget`). Host (NumPy) arrays in and out: a table of device kernels is checked
-through a simulator or a wrapper that moves arrays.
+Kernels share the reference's cache types (those the op declares) so that any forward pairs with any
+backward; this checks the kernel's forward and the (kernel, kernel), (kernel, reference) and
+(reference, kernel) backward pairings against the reference in the same dtype and a wider-dtype
+"exact" run (`assert_close_budget`). Host (NumPy) arrays in and out: a table of device kernels is
+checked through a simulator or a wrapper that moves arrays.
 """
 from __future__ import annotations
 
