@@ -38,7 +38,7 @@ def _child(imports: str, size: dict) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def rows(*, quick: bool = False, rounds: int = 2) -> list[dict]:
+def rows(*, quick: bool = False, rounds: int = 3) -> list[dict]:
     """One row per import order: the median step over `rounds` alternated processes."""
     size = (dict(preset="tiny", batch=2, seq=16, steps=3) if quick
             else dict(preset="mini", batch=8, seq=128, steps=5))
