@@ -48,7 +48,7 @@ def _check_writable(option: str, path: Path) -> None:
 
 def _check(args) -> None:
     from .cases import all_cases
-    names = [c.name for c in all_cases()] + ["train_step_by_import_order"]
+    names = [c.name for c in all_cases()] + ["train_step_under_conditions"]
     for o in args.only or ():
         if not any(o in n for n in names):
             raise UsageError(f"argument --only: {o!r} matches no case (cases: {', '.join(names)})")
@@ -57,12 +57,12 @@ def _check(args) -> None:
         _check_writable("--plot", args.plot)
 
 
-def _wants_import_order(args) -> bool:
-    """The import-order rows run with torch installed, unless --only leaves them out."""
+def _wants_conditions(args) -> bool:
+    """The training step under the conditions of real use, unless --only leaves it out (it
+    needs torch for its import-order rows)."""
     from .providers import torch_module
-    names = ("train_step_by_import_order",)
     return torch_module() is not None and (not args.only or any(
-        o in n for o in args.only for n in names))
+        o in "train_step_under_conditions" for o in args.only))
 
 
 def run_from_args(args) -> int:
@@ -85,11 +85,11 @@ def run_from_args(args) -> int:
     print(render_table(result), flush=True)
     if result["gpu"] != "present":
         print(f"GPU rows skipped: {result['gpu']}")
-    if _wants_import_order(args):      # fresh processes: after the grid, before the study
-        from . import import_order
-        result["import_order"] = import_order.rows(quick=args.quick)
+    if _wants_conditions(args):        # fresh processes: after the grid, before the study
+        from . import conditions
+        result["conditions"] = conditions.rows(quick=args.quick)
         args.json.write_text(json.dumps(result, indent=2, default=str))
-        print(import_order.render(result["import_order"]), flush=True)
+        print(conditions.render(result["conditions"]), flush=True)
     if args.study:                     # after the grid is printed and saved: it takes minutes
         from nanonorm.memory import release_freed_memory
 

@@ -89,13 +89,8 @@ def _rows_for(case: Case, provs, *, quick, fixed_repeats, gpu_timer):
 def run_grid(*, quick=False, only=None, repeats=None, providers=None, progress=True):
     from tqdm import tqdm
 
-    from nanonorm.kernels.cpu import threads
     from nanonorm.machine import environment
 
-    # Numba's threads as a process that uses nanonorm before torch gets them: started before
-    # torch loads its libgomp and before the triad's own parallel loop (which would start them
-    # with Numba's defaults); the import-order rows measure the other orders
-    threads.start()
     cases = [c for c in all_cases() if not only or any(o in c.name for o in only)]
     provs = _providers(providers)
     rates = timing.cpu_rates(n=1 << 20 if quick else 1 << 25)

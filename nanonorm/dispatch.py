@@ -126,9 +126,10 @@ def table_attribute(impl: str, module: str, name: str):
     entry name, e.g. `nanonorm.kernels.cpu.gelu_forward`: the package's module __getattr__."""
     if not name.startswith("_"):          # (the import system asks for submodules this way)
         table = kernels(impl)
-        if name == "KERNELS" or name in table:
-            _set_up_once(impl)            # its kernels are about to run
-            return table if name == "KERNELS" else table[name]
+        if name == "KERNELS":
+            return table
+        if name in table:
+            return table[name]
     raise AttributeError(f"module {module!r} has no attribute {name!r}")
 
 
@@ -170,20 +171,5 @@ def implementation_for(op: str, x: Array) -> str:
 
 
 def resolve(op: str, x: Array) -> Callable:
-    impl = implementation_for(op, x)
-    _set_up_once(impl)
-    return kernels(impl)[op]
+    return kernels(implementation_for(op, x))[op]
 
-
-# Process-wide setup an implementation makes once, when it first hands out a kernel (never at
-# import): the Numba kernels choose their threading layer (nanonorm.kernels.cpu.threads).
-_SETUP = {"numba": "nanonorm.kernels.cpu.threads"}
-_set_up: set[str] = set()
-
-
-def _set_up_once(impl: str) -> None:
-    if impl in _set_up:
-        return
-    if impl in _SETUP:
-        importlib.import_module(_SETUP[impl]).start()
-    _set_up.add(impl)

@@ -100,13 +100,21 @@ def test_bad_arguments_are_refused_before_any_work(argv, option, tmp_path, capsy
     assert not (tmp_path / "ok.json").exists()
 
 
-def test_import_order_rows_run_the_same_kernels():
-    # import torch before or after the kernels: the same threading layer in both processes
+def test_the_step_under_the_conditions_of_real_use_runs_on_nanonorms_threads():
+    # torch imported first or after, a user's parallel @njit loop first, a busy core: every
+    # process ran the kernels on nanonorm's own threads and none but the user started Numba's
     pytest.importorskip("torch")
-    from nanonorm.bench import import_order
-    rows = import_order.rows(quick=True, rounds=1)
-    assert [r["provider"] for r in rows] == ["numba, torch imported first",
-                                            "numba, torch imported after"]
-    assert rows[0]["threading_layer"] == rows[1]["threading_layer"]
-    assert all(r["ms"] > 0 for r in rows) and rows[0]["ratio_to_first"] == 1.0
-    assert "| numba, torch imported after |" in import_order.render(rows)
+    from nanonorm.bench import conditions
+    rows = conditions.rows(quick=True, rounds=1)
+    assert [r["provider"] for r in rows] == list(conditions.CONDITIONS)
+    n = rows_threads()
+    for r in rows:                           # Numba's own threads: only the user's loop starts them
+        started = "started" if "@njit" in r["provider"] else "not started"
+        assert r["threads"] == f"nanonorm x{n}, numba {started}", r
+    assert all(r["ms"] > 0 for r in rows) and rows[0]["ratio_to_alone"] == 1.0
+    assert "| beside a busy process on one core |" in conditions.render(rows)
+
+
+def rows_threads() -> int:
+    from nanonorm.kernels.cpu.pool import default_threads
+    return default_threads()

@@ -15,7 +15,8 @@ from nanonorm import cli
 from nanonorm.checkpoint import is_checkpoint, read_checkpoint, read_train_state
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 60 + "héllo wörld\n" * 20
-THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARS = ("NANONORM_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+               "MKL_NUM_THREADS")
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ kernel or reference backward: any forward must pair with any backward, since the
 type.
 """
 import functools
+import importlib.util
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ import nanonorm.functional as F
 from nanonorm.dispatch import implementation_for
 from nanonorm.kernels.cpu import KERNELS as K
 from nanonorm.ops.registry import KERNELS as R
+from nanonorm.specs.attention import backward_scale
 from nanonorm.testing import (assert_close_budget, check_adamw_kernel, check_kernel_pairings,
                               result_arrays)
 from nanonorm.testing.strategies import dtypes, float_arrays
@@ -171,7 +173,7 @@ def check_attention(case, dtype):
     check_pairings("scaled_dot_product_attention_forward",
                    "scaled_dot_product_attention_backward", (q, k, v), dy, dtype,
                    fwd_kw=dict(causal=causal, scale=scale), name="attention",
-                   bwd_cond=1.0 + max_score)
+                   grad_scale=backward_scale(q, k, v, dy, sc), bwd_cond=1.0 + max_score)
 
 
 @settings(max_examples=6)
@@ -222,110 +224,93 @@ def test_attention_tiles(causal, t, s):
     assert_deterministic(lambda: K["scaled_dot_product_attention_backward"](dy, cache))
 
 
-# threading layer -----------------------------------------------------------------------------
-
-_THREADING_VARS = ("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY", "GOMP_SPINCOUNT",
-                   "OMP_WAIT_POLICY")
-_RUN_A_KERNEL = "nanonorm.kernels.cpu.gelu_forward(np.ones(10))\n"     # a parallel launch
-
+# threads ---------------------------------------------------------------------------------------
 
 def _fresh_process(code, **env) -> str:
-    """The stdout of `python -c code` in a fresh interpreter, with none of this one's threading
-    variables but those in `env`."""
-    clean = {k: v for k, v in os.environ.items() if k not in _THREADING_VARS}
+    """The stdout of `python -c code` in a fresh interpreter (NANONORM_NUM_THREADS as given)."""
+    clean = {k: v for k, v in os.environ.items() if k != "NANONORM_NUM_THREADS"}
     return subprocess.run([sys.executable, "-c", code], env={**clean, **env}, check=True,
                           capture_output=True, text=True).stdout
 
 
-def _layer_in_fresh_process(**env):
-    code = ("import os, numba, nanonorm.kernels.cpu, numpy as np\n" + _RUN_A_KERNEL +
-            "print(numba.threading_layer(), os.environ.get('GOMP_SPINCOUNT'))")
-    layer, spin = _fresh_process(code, **env).split()
-    return layer, spin
-
-
-def test_threading_layer_is_omp_with_short_spin_and_the_environment_is_restored():
-    layer, spin = _layer_in_fresh_process()
-    try:
-        from numba.np.ufunc import omppool  # noqa: F401
-    except ImportError:                  # no libgomp here: Numba's own fallback
-        assert layer in ("tbb", "workqueue")
-    else:                                # (workqueue if NumPy's BLAS had loaded a libgomp)
-        assert layer in ("omp", "workqueue")
-    assert spin == "None"                # set only while libgomp loaded, then removed
-
-
-def test_threading_layer_set_by_the_user_is_kept():
-    assert _layer_in_fresh_process(NUMBA_THREADING_LAYER="workqueue")[0] == "workqueue"
-    assert _layer_in_fresh_process(
-        NUMBA_THREADING_LAYER_PRIORITY="workqueue omp tbb")[0] == "workqueue"
-    assert _layer_in_fresh_process(GOMP_SPINCOUNT="5")[1] == "5"
-    code = ("import numba, nanonorm.kernels.cpu, numpy as np\n"
-            "numba.config.THREADING_LAYER = 'workqueue'\n" + _RUN_A_KERNEL +
-            "print(numba.threading_layer())")
-    assert _fresh_process(code).split() == ["workqueue"]
-
-
-def test_threading_layer_avoids_a_libgomp_loaded_before_it():
-    # torch ships a libgomp under the same name: Numba would share it, long spin included
-    pytest.importorskip("torch")
-    code = ("import torch\n"
-            "gomp = 'libgomp' in open('/proc/self/maps').read()\n"
-            "import numba, nanonorm.kernels.cpu, numpy as np\n" + _RUN_A_KERNEL +
-            "print(gomp, numba.threading_layer())")
-    out = _fresh_process(code).split()
-    if out[-2] != "True":
-        pytest.skip("this torch loads no GNU libgomp (e.g. an LLVM OpenMP build)")
-    assert out[-1] == "workqueue"
-
-
-# in a fresh process, what choosing a threading layer changes (Numba's config, the environment,
-# the threading libraries loaded) before and after the import, and after a first kernel
+# in a fresh process, what the kernels change (Numba's config and threads, the environment,
+# the threading libraries loaded, Python threads) on import and at the first kernel
 _IMPORT_THEN_RUN = """
-import json, os, numba, numba.np.ufunc.parallel as parallel
+import json, os, threading, numba, numba.np.ufunc.parallel as parallel
 def seen():
     libs = sorted({line.split()[-1] for line in open('/proc/self/maps')
                    if any(n in line for n in ('gomp', 'omppool', 'tbb', 'workqueue'))})
     return {'layer': numba.config.THREADING_LAYER, 'env': dict(os.environ), 'libs': libs,
-            'priority': numba.config.THREADING_LAYER_PRIORITY, 'started': parallel._is_initialized}
+            'numba_started': parallel._is_initialized,
+            'threads': sorted(t.name for t in threading.enumerate())}
 before = seen()
 import nanonorm, nanonorm.kernels.cpu, numpy as np
 imported = seen()
-nanonorm.kernels.cpu.gelu_forward(np.ones(10))
+nanonorm.kernels.cpu.gelu_forward(np.ones(1 << 20))
 print(json.dumps([before, imported, seen()]))
 """
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="not Linux")
-def test_importing_the_kernels_changes_nothing_until_a_kernel_runs():
-    before, imported, ran = json.loads(_fresh_process(_IMPORT_THEN_RUN))
-    assert imported == before                 # no libgomp loaded, no threads, config as it was
-    assert "GOMP_SPINCOUNT" not in imported["env"]
-    assert ran["started"] and ran["libs"] != before["libs"]     # the first kernel loads a layer
-    assert [ran[k] == before[k] for k in ("layer", "priority", "env")] == [True] * 3
+def test_importing_the_kernels_changes_nothing_and_they_run_on_their_own_threads():
+    before, imported, ran = json.loads(_fresh_process(_IMPORT_THEN_RUN, NANONORM_NUM_THREADS="2"))
+    assert imported == before                  # no threads, libraries, config or environment
+    assert ran["threads"] == sorted(before["threads"] + ["nanonorm-kernel"])   # 1 worker + us
+    assert not ran["numba_started"] and ran["libs"] == before["libs"]   # Numba's layer unused
+    assert [ran[k] == before[k] for k in ("layer", "env")] == [True, True]
 
 
-def test_torch_imported_before_or_after_the_kernels_gives_the_same_layer():
-    pytest.importorskip("torch")
-    run = "import numba, numpy as np\n" + _RUN_A_KERNEL + "print(numba.threading_layer())"
-    torch_first = _fresh_process("import torch, nanonorm.kernels.cpu\n" + run).split()
-    kernels_first = _fresh_process("import nanonorm.kernels.cpu, torch\n" + run).split()
-    assert torch_first == kernels_first
+_SAME_KERNELS = ("import hashlib, numpy as np, nanonorm.functional as F\n"
+                 "x = np.random.default_rng(0).standard_normal((300, 777)).astype(np.float32)\n"
+                 "y, c = F.layer_norm_forward(x, 777)\n"
+                 "out = [y, F.softmax(x), F.gelu(x), F.layer_norm_backward(x, c)[0]]\n"
+                 "print(hashlib.sha256(b''.join(a.tobytes() for a in out)).hexdigest())\n")
 
 
-def test_info_reports_the_layer_and_whose_choice_it_was():
+def test_what_ran_before_in_the_process_leaves_the_kernels_alone():
+    # torch imported first (its libgomp), or a user's own parallel @njit loop first (Numba's
+    # threads started with its defaults): the same kernels, on the same threads, same bits
+    user_loop = ("from numba import njit, prange\nimport numpy as np\n"
+                 "@njit(parallel=True)\ndef triad(a):\n    for i in prange(a.size): a[i] += 1.0\n"
+                 "triad(np.zeros(1 << 20))\n")
+    alone = _fresh_process(_SAME_KERNELS)
+    assert _fresh_process(user_loop + _SAME_KERNELS) == alone
+    if importlib.util.find_spec("torch"):
+        assert _fresh_process("import torch\n" + _SAME_KERNELS) == alone
+    assert _fresh_process(_SAME_KERNELS, NANONORM_NUM_THREADS="1") == alone   # any count
+
+
+def test_the_thread_count_is_yours_to_set():
+    code = "import nanonorm.kernels.cpu.pool as p; print(p.threads())"
+    assert _fresh_process(code, NANONORM_NUM_THREADS="3").split() == ["3"]
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "NANONORM_NUM_THREADS": "0"})
+    assert bad.returncode != 0 and "NANONORM_NUM_THREADS must be a positive integer" in bad.stderr
     info = "from nanonorm.cli import main; main(['info', '--json'])"
-    ours = json.loads(_fresh_process(info))["numba_threads"]
-    assert ours["layer"] is None and ours["chosen_by"] == "nanonorm"     # info runs no kernel
-    yours = json.loads(_fresh_process(info, NUMBA_THREADING_LAYER="workqueue"))
-    assert yours["numba_threads"] == {"layer": None, "next": "workqueue", "chosen_by": "you",
-                                      "why": "NUMBA_THREADING_LAYER=workqueue"}
+    assert json.loads(_fresh_process(info, NANONORM_NUM_THREADS="3"))["kernel_threads"] == {
+        "threads": 3, "set_by": "NANONORM_NUM_THREADS"}
 
 
-def test_threads_report_the_layer_running_here():
-    import numba
-    from nanonorm.kernels.cpu import threads
-    K["gelu_forward"](np.ones(10))
-    assert threads.state()["layer"] == numba.threading_layer()
-    threads.start()                                  # again: nothing changes
-    assert threads.state()["layer"] == numba.threading_layer()
+def test_a_forked_child_runs_kernels_on_threads_of_its_own():
+    # (GNU OpenMP's pool did not survive fork: a child was terminated at its first kernel)
+    code = ("import os, numpy as np, nanonorm.kernels.cpu as K\n"
+            "K.gelu_forward(np.ones(1 << 20))\n"                  # the parent's threads start
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    y = K.gelu_forward(np.ones(1 << 20))[0]\n"
+            "    os._exit(0 if abs(float(y[0]) - 0.8411920070648193) < 1e-6 else 3)\n"
+            "print(os.waitpid(pid, 0)[1])")
+    assert _fresh_process(code).split() == ["0"]
+
+
+def test_a_failing_task_raises_in_the_caller_and_the_pool_goes_on():
+    from nanonorm.kernels.cpu import pool
+
+    def task(t):
+        if t == 5:
+            raise ZeroDivisionError("task 5")
+    with pytest.raises(ZeroDivisionError, match="task 5"):
+        pool.run(task, 8)
+    done = []
+    pool.run(lambda t: done.append(t), 8)
+    assert sorted(done) == list(range(8))

@@ -46,7 +46,8 @@ def test_cuda_agrees_with_the_reference(spec, data):
 
 
 def test_every_fast_implementation_is_tested_here():
-    # every op but linear and embedding (BLAS, a scatter-add) has a kernel on both
-    expected = {s.name for s in opspec.specs()} - {"linear", "embedding"}
-    for impl in ("numba", "cuda"):
-        assert {p.values[0].name for p in _pairs(impl)} == expected, impl
+    # every op but embedding (a scatter-add) has a Numba kernel (linear: BLAS blocks on
+    # nanonorm's threads); the CUDA kernels leave linear to cuBLAS too
+    ops = {s.name for s in opspec.specs()}
+    assert {p.values[0].name for p in _pairs("numba")} == ops - {"embedding"}
+    assert {p.values[0].name for p in _pairs("cuda")} == ops - {"embedding", "linear"}

@@ -9,14 +9,13 @@ Numba's on-disk cache (cache=True) is keyed on each kernel's own file: after edi
 `_common.py` or `lanes.py`, delete `kernels/cpu/__pycache__` so kernels that inline their
 helpers recompile.
 
-Importing this package changes nothing in the process. Numba's threads share the cores with
-BLAS's, and an OpenMP pool that spins while BLAS works slows both, so the threading layer is
-chosen once, before the first kernel runs, in `threads.start()`: see that module. GNU OpenMP
-does not survive fork: a child forked after a kernel ran is terminated at its first kernel; use
-multiprocessing's "spawn" or "forkserver" start method, or set NUMBA_THREADING_LAYER=workqueue
-(`workqueue` must not run kernels from several Python threads at once).
+Importing this package changes nothing in the process: the kernels run on nanonorm's own
+threads (`pool.py`), started at the first kernel, sleeping between kernels, never spinning;
+Numba's threading layer is never started by nanonorm, so a user's own parallel `@njit` code,
+torch or OpenMP settings leave the kernels alone. BLAS products inside the kernels (attention,
+linear) run on the same threads with BLAS on one thread. NANONORM_NUM_THREADS sets how many.
 """
-from . import threads  # noqa: F401  (Numba loads here, or this import fails)
+import numba  # noqa: F401  (a missing or broken Numba fails this import, not a kernel)
 
 
 def __getattr__(name: str):

@@ -25,6 +25,11 @@ from numba.extending import intrinsic, overload
 # speed, one fixed order).
 FASTMATH = {"nsz", "arcp", "afn"}
 
+# A task kernel (run by pool.run on nanonorm's threads): the GIL released, and NumPy's error
+# model, as Numba's parallel loops have it: Python's adds a zero-divisor check to every `/`,
+# which keeps LLVM from vectorizing the loop (x / 0 is IEEE inf or NaN either way here).
+TASK_KERNEL = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+
 
 @intrinsic
 def _i32_as_f32(typingctx, i):

@@ -6,27 +6,27 @@ makes ~8 passes over memory; this one moves 7·P·itemsize bytes (read 4 arrays,
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from nanonorm.ops.adamw import fused_step_scalars
-from ._common import FASTMATH, float_dtype
+from . import pool
+from ._common import TASK_KERNEL, float_dtype
 
-BLOCK = 16384
 
-
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _step(p, g, m, v, decay, beta1, one_m_beta1, beta2, one_m_beta2, step_size, inv_bc2_sqrt,
-          eps):
-    # all (P,) flat, same dtype; the scalars are fused_step_scalars', cast to it
-    n = p.shape[0]
-    for blk in prange((n + BLOCK - 1) // BLOCK):
-        for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
-            gi = g[i]
-            mi = beta1 * m[i] + one_m_beta1 * gi
-            vi = beta2 * v[i] + one_m_beta2 * (gi * gi)
-            m[i] = mi
-            v[i] = vi
-            p[i] = p[i] * decay - step_size * (mi / (np.sqrt(vi) * inv_bc2_sqrt + eps))
+@njit(**TASK_KERNEL)
+def _step(task, per, p, g, m, v, decay, beta1, one_m_beta1, beta2, one_m_beta2, step_size,
+          inv_bc2_sqrt, eps):
+    # all (P,) flat, same dtype; the scalars are fused_step_scalars', cast to it; this task's
+    # elements [task·per, (task + 1)·per), as slices (indices from 0 vectorize)
+    lo, hi = task * per, (task + 1) * per
+    p, g, m, v = p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi]
+    for i in range(p.shape[0]):
+        gi = g[i]
+        mi = beta1 * m[i] + one_m_beta1 * gi
+        vi = beta2 * v[i] + one_m_beta2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        p[i] = p[i] * decay - step_size * (mi / (np.sqrt(vi) * inv_bc2_sqrt + eps))
 
 
 def _flat(a):
@@ -43,7 +43,8 @@ def adamw_step(param, grad, m, v, *, lr, beta1, beta2, eps, weight_decay, step) 
                                  weight_decay=weight_decay, step=step)
     work = [_flat(a) for a in (param, m, v)]
     g = np.ascontiguousarray(grad, dtype=param.dtype).reshape(-1)
-    _step(work[0][0], g, work[1][0], work[2][0], *(c(x) for x in scalars))
+    pool.run(_step, *pool.tasks(g.size), work[0][0], g, work[1][0], work[2][0],
+             *(c(x) for x in scalars))
     for (flat, copied), a in zip(work, (param, m, v)):
         if copied:                                      # non-contiguous input: copy back
             a[...] = flat.reshape(a.shape)

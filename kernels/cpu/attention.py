@@ -20,11 +20,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from nanonorm.ops.attention import (AttentionLseCache,
                                    scaled_dot_product_attention_backward as reference_backward)
-from ._common import FASTMATH, float_dtype, row_max, vexp_subnormal as vexp
+from . import pool
+from ._common import TASK_KERNEL, float_dtype, row_max, vexp_subnormal as vexp
 from .lanes import lane_dot, lane_sum
 
 BR = 128      # queries per block
@@ -40,14 +41,14 @@ def _visible(i, off, k0, bc, causal):
 _visible = njit(cache=True, inline="always")(_visible)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(**TASK_KERNEL)
 def _online_tile(s, scale, causal, off, k0, m, l, acc):
     # s: (HG, br, bc) scores in, unnormalised probabilities out (0 where masked);
     # m: (HG, br) running max, l: (HG, br) float64 running sum, acc: (HG, br, dv) running P·V.
     # Query row i of the block sits at global key position i + off (off = q0 + S - T).
     # scale comes in the scores' dtype: the product rounds as the reference's does.
     hg, br, bc = s.shape
-    for r in prange(hg * br):
+    for r in range(hg * br):
         h, i = r // br, r % br
         row = s[h, i]
         lim = _visible(i, off, k0, bc, causal)
@@ -76,11 +77,11 @@ def _online_tile(s, scale, causal, off, k0, m, l, acc):
                 a[j] *= alpha
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(**TASK_KERNEL)
 def _finish(acc, m, l, lse):
     # acc: (HG, br, dv) -> O in place; lse: (HG, br, 1); a row with no visible key: O 0, lse -inf
     hg, br, dv = acc.shape
-    for r in prange(hg * br):
+    for r in range(hg * br):
         h, i = r // br, r % br
         a = acc[h, i]
         if l[h, i] != 0.0:                    # NaN (a NaN score or value) stays NaN
@@ -93,12 +94,12 @@ def _finish(acc, m, l, lse):
             lse[h, i, 0] = -np.inf
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(**TASK_KERNEL)
 def _softmax_grad(s, dp, lse, scale, causal, off):
     # s: (HG, br, kv) scores -> P in place; dp: (HG, br, kv) dO·Vᵀ -> dS·scale in place;
     # lse: (HG, br, 1). Masked entries and rows without a visible key get P = dS = 0.
     hg, br, kv = s.shape
-    for r in prange(hg * br):
+    for r in range(hg * br):
         h, i = r // br, r % br
         row, drow = s[h, i], dp[h, i]
         lim = _visible(i, off, 0, kv, causal)
@@ -125,11 +126,11 @@ def _heads(a, dt):
     return np.ascontiguousarray(a, dtype=dt).reshape((math.prod(a.shape[:-2]),) + a.shape[-2:])
 
 
-def _blocks(bh, hg, t):
-    """(h0, h1, q0, q1): groups of hg of the bh heads × blocks of BR of the t queries."""
-    for h0 in range(0, bh, hg):
-        for q0 in range(0, t, BR):
-            yield h0, min(bh, h0 + hg), q0, min(t, q0 + BR)
+def _head_groups(bh: int, hg_max: int) -> list[tuple[int, int]]:
+    """Head ranges [h0, h1), one per pool task: at most hg_max heads (the score tile's
+    budget), and small enough that every thread gets several."""
+    hg = max(1, min(hg_max, -(-bh // (4 * pool.threads()))))
+    return [(h0, min(bh, h0 + hg)) for h0 in range(0, bh, hg)]
 
 
 def _kend(q1, t, s, causal):
@@ -147,30 +148,37 @@ def scaled_dot_product_attention_forward(q, k, v, *, causal=False, scale=None):
     out = np.zeros((bh, t, dv), dt)                                  # (BH, T, dv) accumulator
     lse = np.empty((bh, t, 1), dt)                                   # (BH, T, 1)
     bc = max(1, min(BC, s_len))
-    hg = max(1, min(bh, TILE // (BR * bc)))
-    sbuf = np.empty(hg * BR * bc, dt)                                # score tile, reused
-    pv = np.empty(hg * BR * dv, dt)                                  # P·V of one tile
-    m = np.empty((hg, BR), dt)
-    l = np.empty((hg, BR), np.float64)
-    for h0, h1, q0, q1 in _blocks(bh, hg, t):
-        g, br = h1 - h0, q1 - q0
-        mb, lb = m[:g, :br], l[:g, :br]
-        mb.fill(-np.inf)
-        lb.fill(0.0)
-        acc = out[h0:h1, q0:q1]                                      # (g, br, dv) view
-        kend = _kend(q1, t, s_len, causal)
-        for k0 in range(0, kend, bc):
-            k1 = min(kend, k0 + bc)
-            st = _tile(sbuf, g, br, k1 - k0)
-            np.matmul(q3[h0:h1, q0:q1], k3[h0:h1, k0:k1].transpose(0, 2, 1), out=st)
-            _online_tile(st, dt.type(scale), causal, q0 + s_len - t, k0, mb, lb, acc)
-            if k0 == 0:                                              # acc is all zeros
-                np.matmul(st, v3[h0:h1, k0:k1], out=acc)
-            else:
-                tile_pv = _tile(pv, g, br, dv)
-                np.matmul(st, v3[h0:h1, k0:k1], out=tile_pv)
-                acc += tile_pv
-        _finish(acc, mb, lb, lse[h0:h1, q0:q1])
+    groups = _head_groups(bh, TILE // (BR * bc))
+    off = s_len - t                                                  # query i sees keys <= i+off
+
+    def group(task):              # a pool task: one head group, every query block, in order
+        h0, h1 = groups[task]
+        g = h1 - h0
+        sbuf = np.empty(g * BR * bc, dt)                             # score tile, reused
+        pv = np.empty(g * BR * dv, dt)                               # P·V of one tile
+        m, l = np.empty((g, BR), dt), np.empty((g, BR), np.float64)
+        for q0 in range(0, t, BR):
+            q1 = min(t, q0 + BR)
+            br = q1 - q0
+            mb, lb = m[:, :br], l[:, :br]
+            mb.fill(-np.inf)
+            lb.fill(0.0)
+            acc = out[h0:h1, q0:q1]                                  # (g, br, dv) view
+            for k0 in range(0, _kend(q1, t, s_len, causal), bc):
+                k1 = min(_kend(q1, t, s_len, causal), k0 + bc)
+                st = _tile(sbuf, g, br, k1 - k0)
+                np.matmul(q3[h0:h1, q0:q1], k3[h0:h1, k0:k1].transpose(0, 2, 1), out=st)
+                _online_tile(st, dt.type(scale), causal, q0 + off, k0, mb, lb, acc)
+                if k0 == 0:                                          # acc is all zeros
+                    np.matmul(st, v3[h0:h1, k0:k1], out=acc)
+                else:
+                    tile_pv = _tile(pv, g, br, dv)
+                    np.matmul(st, v3[h0:h1, k0:k1], out=tile_pv)
+                    acc += tile_pv
+            _finish(acc, mb, lb, lse[h0:h1, q0:q1])
+
+    with pool.blas_single_threaded():       # the matmuls run on the pool's threads instead
+        pool.run(group, len(groups))
     return (out.reshape(lead + (t, dv)),
             AttentionLseCache(q3.reshape(lead + (t, d)), k3.reshape(lead + (s_len, d)),
                               v3.reshape(lead + (s_len, dv)), lse.reshape(lead + (t, 1)),
@@ -191,28 +199,35 @@ def scaled_dot_product_attention_backward(dy, cache):
     dq = np.empty_like(q3)
     dk = np.zeros_like(k3)
     dvv = np.zeros_like(v3)
-    hg = max(1, min(bh, TILE // (BR * max(1, s_len))))
-    sbuf = np.empty(hg * BR * s_len, dt)                             # scores -> P
-    dpbuf = np.empty(hg * BR * s_len, dt)                            # dP -> dS·scale
-    kbuf = np.empty(hg * s_len * max(d, dv), dt)                     # one block's dK or dV part
-    for h0, h1, q0, q1 in _blocks(bh, hg, t):
-        g, br = h1 - h0, q1 - q0
-        kend = _kend(q1, t, s_len, causal)
-        if kend == 0:
-            dq[h0:h1, q0:q1] = 0.0
-            continue
-        qb, dob = q3[h0:h1, q0:q1], do3[h0:h1, q0:q1]
-        kb, vb = k3[h0:h1, :kend], v3[h0:h1, :kend]
-        sb, dpb = _tile(sbuf, g, br, kend), _tile(dpbuf, g, br, kend)
-        np.matmul(qb, kb.transpose(0, 2, 1), out=sb)
-        np.matmul(dob, vb.transpose(0, 2, 1), out=dpb)
-        _softmax_grad(sb, dpb, lse3[h0:h1, q0:q1], dt.type(scale), causal, q0 + s_len - t)
-        part = _tile(kbuf, g, kend, dv)
-        np.matmul(sb.transpose(0, 2, 1), dob, out=part)
-        dvv[h0:h1, :kend] += part
-        np.matmul(dpb, kb, out=dq[h0:h1, q0:q1])
-        part = _tile(kbuf, g, kend, d)
-        np.matmul(dpb.transpose(0, 2, 1), qb, out=part)
-        dk[h0:h1, :kend] += part
+    groups = _head_groups(bh, TILE // (BR * max(1, s_len)))
+
+    def group(task):              # a pool task: one head group, every query block, in order
+        h0, h1 = groups[task]
+        g = h1 - h0
+        sbuf = np.empty(g * BR * s_len, dt)                          # scores -> P
+        dpbuf = np.empty(g * BR * s_len, dt)                         # dP -> dS·scale
+        kbuf = np.empty(g * s_len * max(d, dv), dt)                  # a block's dK or dV part
+        for q0 in range(0, t, BR):
+            q1 = min(t, q0 + BR)
+            br, kend = q1 - q0, _kend(q1, t, s_len, causal)
+            if kend == 0:
+                dq[h0:h1, q0:q1] = 0.0
+                continue
+            qb, dob = q3[h0:h1, q0:q1], do3[h0:h1, q0:q1]
+            kb, vb = k3[h0:h1, :kend], v3[h0:h1, :kend]
+            sb, dpb = _tile(sbuf, g, br, kend), _tile(dpbuf, g, br, kend)
+            np.matmul(qb, kb.transpose(0, 2, 1), out=sb)
+            np.matmul(dob, vb.transpose(0, 2, 1), out=dpb)
+            _softmax_grad(sb, dpb, lse3[h0:h1, q0:q1], dt.type(scale), causal, q0 + s_len - t)
+            part = _tile(kbuf, g, kend, dv)
+            np.matmul(sb.transpose(0, 2, 1), dob, out=part)
+            dvv[h0:h1, :kend] += part
+            np.matmul(dpb, kb, out=dq[h0:h1, q0:q1])
+            part = _tile(kbuf, g, kend, d)
+            np.matmul(dpb.transpose(0, 2, 1), qb, out=part)
+            dk[h0:h1, :kend] += part
+
+    with pool.blas_single_threaded():
+        pool.run(group, len(groups))
     return (dq.reshape(lead + (t, d)), dk.reshape(lead + (s_len, d)),
             dvv.reshape(lead + (s_len, dv)))

@@ -10,48 +10,47 @@ bwd 3·N·itemsize (read x, dy; write dx).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from nanonorm.ops.gelu import GELU_COEF, SQRT_2_OVER_PI, TANH_SATURATION, GeluCache
-from ._common import FASTMATH, float_dtype, vexp
+from . import pool
+from ._common import TASK_KERNEL, float_dtype, vexp
 
-BLOCK = 4096  # elements per parallel task
 
-
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _forward(x, k, c, sat, y):
-    # x, y: (N,) flat
-    n = x.shape[0]
+@njit(**TASK_KERNEL)
+def _forward(task, per, x, k, c, sat, y):
+    # x, y: (N,) flat; this task's elements [task·per, (task + 1)·per), as slices: indices
+    # from 0 let LLVM vectorize (offset ones keep a negative-index check per element)
+    x, y = x[task * per:(task + 1) * per], y[task * per:(task + 1) * per]
     # typed constants: a Python int or float would promote float32 work to float64
     one, zero, m2 = x.dtype.type(1.0), x.dtype.type(0.0), x.dtype.type(-2.0)
-    for blk in prange((n + BLOCK - 1) // BLOCK):
-        for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
-            xi = x[i]
-            xc = min(max(xi, -sat), sat)                  # tanh is ±1 beyond, x³ stays finite
-            u = k * xc * (one + c * xc * xc)
-            sg = one / (one + vexp(m2 * u))
-            y[i] = zero if xi <= -sat else xi * sg        # x · σ(2u); tanh = -1 exactly beyond
+    for i in range(x.shape[0]):
+        xi = x[i]
+        xc = min(max(xi, -sat), sat)                  # tanh is ±1 beyond, x³ stays finite
+        u = k * xc * (one + c * xc * xc)
+        sg = one / (one + vexp(m2 * u))
+        y[i] = zero if xi <= -sat else xi * sg        # x · σ(2u); tanh = -1 exactly beyond
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _backward(dy, x, k, c, sat, dx):
+@njit(**TASK_KERNEL)
+def _backward(task, per, dy, x, k, c, sat, dx):
     # dy, x, dx: (N,) flat.  d/dx x·σ(2u) = σ + 2x·σ(1 - σ)·u',  1 - σ = e·σ with e = e^(-2u)
-    n = x.shape[0]
+    lo, hi = task * per, (task + 1) * per
+    dy, x, dx = dy[lo:hi], x[lo:hi], dx[lo:hi]
     one, zero = x.dtype.type(1.0), x.dtype.type(0.0)
     two, three = x.dtype.type(2.0), x.dtype.type(3.0)
-    for blk in prange((n + BLOCK - 1) // BLOCK):
-        for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
-            xi = x[i]
-            xc = min(max(xi, -sat), sat)
-            u = k * xc * (one + c * xc * xc)
-            du = k * (one + three * c * xc * xc)
-            e = vexp(-two * u)
-            sg = one / (one + e)
-            es = e * sg if sg != zero else one            # 1 - σ; e = inf gives σ = 0, not NaN
-            # σ' = 2σ(1 - σ)u' is 0 when saturated: not formed there, where 2x may overflow
-            ds = zero if abs(xi) >= sat else two * xi * sg * es * du
-            sg = zero if xi <= -sat else sg
-            dx[i] = dy[i] * (sg + ds)
+    for i in range(x.shape[0]):
+        xi = x[i]
+        xc = min(max(xi, -sat), sat)
+        u = k * xc * (one + c * xc * xc)
+        du = k * (one + three * c * xc * xc)
+        e = vexp(-two * u)
+        sg = one / (one + e)
+        es = e * sg if sg != zero else one            # 1 - σ; e = inf gives σ = 0, not NaN
+        # σ' = 2σ(1 - σ)u' is 0 when saturated: not formed there, where 2x may overflow
+        ds = zero if abs(xi) >= sat else two * xi * sg * es * du
+        sg = zero if xi <= -sat else sg
+        dx[i] = dy[i] * (sg + ds)
 
 
 def _consts(dt):
@@ -62,7 +61,7 @@ def gelu_forward(x):
     dt = float_dtype(x)
     xf = np.ascontiguousarray(x, dtype=dt)
     y = np.empty_like(xf)
-    _forward(xf.reshape(-1), *_consts(dt), y.reshape(-1))
+    pool.run(_forward, *pool.tasks(xf.size), xf.reshape(-1), *_consts(dt), y.reshape(-1))
     return y, GeluCache(xf)
 
 
@@ -71,5 +70,6 @@ def gelu_backward(dy, cache: GeluCache):
     x = np.ascontiguousarray(cache.x, dtype=dt)
     dyf = np.ascontiguousarray(dy, dtype=dt)
     dx = np.empty_like(x)
-    _backward(dyf.reshape(-1), x.reshape(-1), *_consts(dt), dx.reshape(-1))
+    pool.run(_backward, *pool.tasks(x.size), dyf.reshape(-1), x.reshape(-1), *_consts(dt),
+             dx.reshape(-1))
     return dx

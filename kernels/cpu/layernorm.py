@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from nanonorm.ops.layernorm import LayerNormCache
-from ._common import FASTMATH, float_dtype, rows
+from . import pool
+from ._common import TASK_KERNEL, float_dtype, rows
 from .lanes import lane_moments, lane_sum, lane_sum_dot
 
 # Rows per partial of dγ/dβ: a fixed split (not one per thread) keeps the sums identical
@@ -24,13 +25,16 @@ from .lanes import lane_moments, lane_sum, lane_sum_dot
 CHUNK_ROWS = 64
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _forward(x, w, b, has_w, has_b, eps, var_limit, y, mean, rstd, rare):
+@njit(**TASK_KERNEL)
+def _forward(task, per, x, w, b, has_w, has_b, eps, var_limit, y, mean, rstd, rare):
     # x, y: (N, C); w, b: (C,) (ignored unless has_w / has_b); mean, rstd: (N, 1);
     # var_limit: c·var above it, x - mean could overflow the dtype (a float64 scalar);
-    # rare: (N,) set for the rows left to _rare_forward (their y, mean, rstd are not written)
+    # rare: (N,) set for the rows left to _rare_forward (their y, mean, rstd are not written);
+    # this task's rows [task·per, (task + 1)·per)
+    lo, hi = task * per, (task + 1) * per
+    x, y, mean, rstd, rare = x[lo:hi], y[lo:hi], mean[lo:hi], rstd[lo:hi], rare[lo:hi]
     n, c = x.shape
-    for i in prange(n):
+    for i in range(n):
         row, yi = x[i], y[i]
         s = lane_sum(row, 0, c)                   # float64 sums, even for float32 x
         m0 = x.dtype.type(s / c)
@@ -108,14 +112,15 @@ def _rare_forward(x, w, b, has_w, has_b, eps, y, mean, rstd):
             y[i, j] = v
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _backward(dy, x, mean, rstd, w, has_w, dx, dw_part, db_part, chunk, rstd_limit, rare):
+@njit(**TASK_KERNEL)
+def _backward(task, per, dy, x, mean, rstd, w, has_w, dx, dw_part, db_part, chunk, rstd_limit,
+              rare):
     # dy, x, dx: (N, C); mean, rstd: (N, 1); dw_part, db_part: (N // chunk + 1, C) float64;
     # rstd_limit: below it, x - mean could overflow (|x - mean| <= sqrt(C) / rstd): such a row
-    # is flagged in rare (N,) and left to _rare_backward
+    # is flagged in rare (N,) and left to _rare_backward; this task's chunks of rows
+    # [task·per, (task + 1)·per)
     n, c = x.shape
-    nchunks = dw_part.shape[0]
-    for k in prange(nchunks):
+    for k in range(task * per, min(dw_part.shape[0], (task + 1) * per)):
         pw = dw_part[k]
         pb = db_part[k]
         pw[:] = 0.0
@@ -168,15 +173,17 @@ def _rare_backward(dy, x, mean, rstd, w, has_w, dx, pw, pb):
             dx[i, j] = r * (g - a - xhat * bb)
 
 
-@njit(parallel=True, cache=True)
-def _sum_partials(part, out):
-    # part: (K, C) -> out (C,), summed in chunk order for every column (deterministic)
-    k, c = part.shape
-    for j in prange(c):
-        s = 0.0
-        for i in range(k):
-            s += part[i, j]
-        out[j] = s
+@njit(nogil=True, cache=True, error_model="numpy")
+def _sum_partials(task, per, part, out):
+    # part: (K, C) -> out (C,), summed in chunk order for every column (deterministic); this
+    # task's columns [task·per, (task + 1)·per)
+    lo, hi = task * per, (task + 1) * per
+    part, out = part[:, lo:hi], out[lo:hi]
+    out[:] = 0.0
+    for i in range(part.shape[0]):
+        row = part[i]
+        for j in range(out.shape[0]):
+            out[j] += row[j]
 
 
 def _var_limit(dt) -> float:
@@ -199,7 +206,7 @@ def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     args = (dummy if w is None else w, dummy if b is None else b, w is not None, b is not None,
             float(eps))
     rare = np.zeros(n, np.bool_)
-    _forward(x2, *args, _var_limit(dt), y, mean, rstd, rare)
+    pool.run(_forward, *pool.tasks(n, d), x2, *args, _var_limit(dt), y, mean, rstd, rare)
     idx = np.flatnonzero(rare)
     if idx.size:                                  # rows whose statistics overflowed
         part = [np.empty((idx.size, k), dt) for k in (d, 1, 1)]
@@ -225,8 +232,9 @@ def layer_norm_backward(dy, cache: LayerNormCache):
     db_part = np.empty((nchunks, d), np.float64)
     wk = np.empty(0, dt) if w is None else w
     rare = np.zeros(n, np.bool_)
-    _backward(dy2, x2, mean, rstd, wk, w is not None, dx, dw_part, db_part, CHUNK_ROWS,
-              dt.type(2.0 * math.sqrt(d) / np.finfo(dt).max), rare)
+    pool.run(_backward, *pool.tasks(nchunks, CHUNK_ROWS * d), dy2, x2, mean, rstd, wk,
+             w is not None, dx, dw_part, db_part, CHUNK_ROWS,
+             dt.type(2.0 * math.sqrt(d) / np.finfo(dt).max), rare)
     idx = np.flatnonzero(rare)
     if idx.size:                                  # rows where x - mean could overflow
         rare_dx = np.empty((idx.size, d), dt)
@@ -240,10 +248,10 @@ def layer_norm_backward(dy, cache: LayerNormCache):
     dw = db = None
     if w is not None:
         dw = np.empty(d, np.float64)
-        _sum_partials(dw_part, dw)
+        pool.run(_sum_partials, *pool.tasks(d, dw_part.shape[0]), dw_part, dw)
         dw = dw.astype(dt).reshape(cache.param_shape)
     if cache.has_bias:
         db = np.empty(d, np.float64)
-        _sum_partials(db_part, db)
+        pool.run(_sum_partials, *pool.tasks(d, db_part.shape[0]), db_part, db)
         db = db.astype(dt).reshape(cache.param_shape)
     return dx.reshape(cache.x_shape), dw, db

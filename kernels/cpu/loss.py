@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from nanonorm.ops.loss import CrossEntropyCache
-from ._common import FASTMATH, float_dtype, row_max, rows_per_task, vexp
+from . import pool
+from ._common import TASK_KERNEL, float_dtype, row_max, vexp
 from .lanes import lane_sum
 
 
@@ -24,27 +25,29 @@ from .lanes import lane_sum
 BLOCK = 2048
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _forward(z, t, lse, gap, log_s, chunk):
+@njit(**TASK_KERNEL)
+def _forward(task, per, z, t, lse, gap, log_s):
     # z: (N, V) logits; t: (N,) int64; lse: (N, 1); gap, log_s: (N,) float64, the row's
-    # loss being gap + log_s (added in order by _mean_loss); rows go to threads by `chunk`
+    # loss being gap + log_s (added in order by _mean_loss); this task's rows
+    # [task·per, (task + 1)·per)
+    lo, hi = task * per, (task + 1) * per
+    z, t, lse, gap, log_s = z[lo:hi], t[lo:hi], lse[lo:hi], gap[lo:hi], log_s[lo:hi]
     n, v = z.shape
-    for k in prange((n + chunk - 1) // chunk):
-        ex = np.empty(min(v, BLOCK), z.dtype)           # exp of one block of a row
-        for i in range(k * chunk, min(n, (k + 1) * chunk)):
-            zi = z[i]
-            m = row_max(zi, v, z.dtype.type(-np.inf))
-            m = z.dtype.type(0.0) if m == -np.inf else m   # +inf / NaN stay: a NaN row
-            s = 0.0
-            for j0 in range(0, v, BLOCK):
-                zb = zi[j0:j0 + BLOCK]              # a slice: zi[j0 + j] does not vectorize
-                for j in range(zb.shape[0]):
-                    ex[j] = vexp(zb[j] - m)
-                s += lane_sum(ex, 0, zb.shape[0])
-            ls = math.log(s) if s != 0.0 else 0.0    # all -inf row: lse -inf, loss +inf
-            lse[i, 0] = m + ls if s != 0.0 else -np.inf
-            gap[i] = m - zi[t[i]]                    # m - picked first, as the reference
-            log_s[i] = ls
+    ex = np.empty(min(v, BLOCK), z.dtype)               # exp of one block of a row
+    for i in range(n):
+        zi = z[i]
+        m = row_max(zi, v, z.dtype.type(-np.inf))
+        m = z.dtype.type(0.0) if m == -np.inf else m   # +inf / NaN stay: a NaN row
+        s = 0.0
+        for j0 in range(0, v, BLOCK):
+            zb = zi[j0:j0 + BLOCK]                  # a slice: zi[j0 + j] does not vectorize
+            for j in range(zb.shape[0]):
+                ex[j] = vexp(zb[j] - m)
+            s += lane_sum(ex, 0, zb.shape[0])
+        ls = math.log(s) if s != 0.0 else 0.0        # all -inf row: lse -inf, loss +inf
+        lse[i, 0] = m + ls if s != 0.0 else -np.inf
+        gap[i] = m - zi[t[i]]                        # m - picked first, as the reference
+        log_s[i] = ls
 
 
 @njit(cache=True)
@@ -55,11 +58,13 @@ def _mean_loss(gap, log_s):
     return s / gap.shape[0]
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _backward(z, lse, t, scale, dz):
-    # z, dz: (N, V); lse: (N, 1); t: (N,)
+@njit(**TASK_KERNEL)
+def _backward(task, per, z, lse, t, scale, dz):
+    # z, dz: (N, V); lse: (N, 1); t: (N,); this task's rows [task·per, (task + 1)·per)
+    lo, hi = task * per, (task + 1) * per
+    z, lse, t, dz = z[lo:hi], lse[lo:hi], t[lo:hi], dz[lo:hi]
     n, v = z.shape
-    for i in prange(n):
+    for i in range(n):
         zi, di = z[i], dz[i]
         l = lse[i, 0]
         l = zi.dtype.type(0.0) if l == -np.inf else l  # all -inf row: p = 0, as softmax's
@@ -76,7 +81,7 @@ def cross_entropy_forward(logits, targets):
     n = z.shape[0]
     lse = np.empty((n, 1), dt)
     gap, log_s = np.empty(n, np.float64), np.empty(n, np.float64)
-    _forward(z, t.astype(np.int64, copy=False), lse, gap, log_s, rows_per_task(n))
+    pool.run(_forward, *pool.tasks(n, v), z, t.astype(np.int64, copy=False), lse, gap, log_s)
     loss = dt.type(_mean_loss(gap, log_s))
     return loss, CrossEntropyCache(z, lse, t, tuple(logits.shape))
 
@@ -87,6 +92,6 @@ def cross_entropy_backward(dloss, cache: CrossEntropyCache):
     dt = z.dtype
     dz = np.empty_like(z)
     scale = dt.type(float(np.asarray(dloss)) / n)
-    _backward(z, np.ascontiguousarray(cache.lse, dtype=dt), 
-              np.ascontiguousarray(cache.targets).astype(np.int64, copy=False), scale, dz)
+    pool.run(_backward, *pool.tasks(*z.shape), z, np.ascontiguousarray(cache.lse, dtype=dt),
+             np.ascontiguousarray(cache.targets).astype(np.int64, copy=False), scale, dz)
     return dz.reshape(cache.logits_shape)

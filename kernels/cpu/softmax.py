@@ -12,79 +12,84 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from nanonorm.ops.softmax import SoftmaxCache
-from ._common import FASTMATH, float_dtype, row_max, rows_per_task, vexp
+from . import pool
+from ._common import TASK_KERNEL, float_dtype, row_max, vexp
 from .lanes import lane_dot, lane_sum
 
 
-def _forward(x, temperature, log, out, redo, chunk):
+def _forward(task, per, x, temperature, log, out, redo):
     # x, out: (N, C); row i -> softmax(x[i] / temperature) or its log; redo: (N,) set to 1
-    # for a row where x - max overflowed with T > 1 (see _forward_exact); rows go to threads
-    # in chunks of `chunk` (any split gives the same bits: rows are independent)
+    # for a row where x - max overflowed with T > 1 (see _forward_exact); this task's rows
+    # [task·per, (task + 1)·per) (any split gives the same bits: rows are independent)
+    lo, hi = task * per, (task + 1) * per
+    x, out, redo = x[lo:hi], out[lo:hi], redo[lo:hi]
     n, c = x.shape
     # typed: a float64 shift would send every exp down the scalar float64 path
     tem = x.dtype.type(temperature)
     one_t, small_t = temperature == 1.0, temperature < 1.0
     zero, ninf = x.dtype.type(0.0), x.dtype.type(-np.inf)
-    for k in prange((n + chunk - 1) // chunk):
-        ex = np.empty(c if log else 0, x.dtype)  # (C,) exp(z) of a log_softmax row
-        for i in range(k * chunk, min(n, (k + 1) * chunk)):
-            xi, oi = x[i], out[i]
-            m = row_max(xi, c, ninf)
-            m = zero if m == ninf else m     # all -inf row: shift by 0; +inf / NaN: a NaN row
-            # pass 2: z = (x - m) / T into out
-            if one_t:
-                for j in range(c):
-                    oi[j] = xi[j] - m
-            elif small_t:                    # 0 / T = 0 even where T rounds to 0 in the dtype
-                for j in range(c):
-                    d = xi[j] - m
-                    oi[j] = d if d == zero else d / tem
-            else:
-                # where x - max overflowed, x/T - max/T is finite: fast-math's reciprocal
-                # could round it apart from the exact path, so such a row is flagged and
-                # recomputed without fast-math
-                over = False
-                for j in range(c):
-                    xj = xi[j]
-                    d = xj - m
-                    bad = d == ninf and xj > ninf
-                    over = over or bad
-                    oi[j] = xj / tem - m / tem if bad else d / tem
-                redo[i] = over
-            # pass 3: exp(z), kept apart from z for log_softmax (two loops: one array each)
-            if log:
-                for j in range(c):
-                    ex[j] = vexp(oi[j])
-                s = lane_sum(ex, 0, c)
-                ls = x.dtype.type(math.log(s) if s != 0.0 else 0.0)   # NaN s -> NaN row
-                for j in range(c):                                # s == 0: all -inf -> -inf
-                    oi[j] -= ls
-            else:
-                for j in range(c):
-                    oi[j] = vexp(oi[j])
-                s = lane_sum(oi, 0, c)
-                r = x.dtype.type(1.0 / s) if s != 0.0 else zero       # NaN s -> NaN row
-                for j in range(c):
-                    oi[j] = oi[j] * r
+    ex = np.empty(c if log else 0, x.dtype)      # (C,) exp(z) of a log_softmax row
+    for i in range(n):
+        xi, oi = x[i], out[i]
+        m = row_max(xi, c, ninf)
+        m = zero if m == ninf else m     # all -inf row: shift by 0; +inf / NaN: a NaN row
+        # pass 2: z = (x - m) / T into out
+        if one_t:
+            for j in range(c):
+                oi[j] = xi[j] - m
+        elif small_t:                    # 0 / T = 0 even where T rounds to 0 in the dtype
+            for j in range(c):
+                d = xi[j] - m
+                oi[j] = d if d == zero else d / tem
+        else:
+            # where x - max overflowed, x/T - max/T is finite: fast-math's reciprocal
+            # could round it apart from the exact path, so such a row is flagged and
+            # recomputed without fast-math
+            over = False
+            for j in range(c):
+                xj = xi[j]
+                d = xj - m
+                bad = d == ninf and xj > ninf
+                over = over or bad
+                oi[j] = xj / tem - m / tem if bad else d / tem
+            redo[i] = over
+        # pass 3: exp(z), kept apart from z for log_softmax (two loops: one array each)
+        if log:
+            for j in range(c):
+                ex[j] = vexp(oi[j])
+            s = lane_sum(ex, 0, c)
+            ls = x.dtype.type(math.log(s) if s != 0.0 else 0.0)   # NaN s -> NaN row
+            for j in range(c):                                # s == 0: all -inf -> -inf
+                oi[j] -= ls
+        else:
+            for j in range(c):
+                oi[j] = vexp(oi[j])
+            s = lane_sum(oi, 0, c)
+            r = x.dtype.type(1.0 / s) if s != 0.0 else zero       # NaN s -> NaN row
+            for j in range(c):
+                oi[j] = oi[j] * r
 
 
 # the rare rows flagged by _forward, without fast-math (and without threads); not cached: one
 # file's cache keeps one set of flags per function, and this compiles only when a row needs it
-_forward_exact = njit(cache=False)(_forward)
-_forward = njit(parallel=True, cache=True, fastmath=FASTMATH)(_forward)
+_forward_exact = njit(cache=False, error_model="numpy")(_forward)
+_forward = njit(**TASK_KERNEL)(_forward)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _backward(dy, y, temperature, log, dx):
-    # dy, y, dx: (N, C); y is the forward's output (probabilities or log-probabilities)
+@njit(**TASK_KERNEL)
+def _backward(task, per, dy, y, temperature, log, dx):
+    # dy, y, dx: (N, C); y is the forward's output (probabilities or log-probabilities); this
+    # task's rows [task·per, (task + 1)·per)
+    lo, hi = task * per, (task + 1) * per
+    dy, y, dx = dy[lo:hi], y[lo:hi], dx[lo:hi]
     n, c = y.shape
     tem = y.dtype.type(temperature)
     small_t = temperature < 1.0
     zero = y.dtype.type(0.0)
-    for i in prange(n):
+    for i in range(n):
         di, yi, oi = dy[i], y[i], dx[i]
         if log:
             sd = y.dtype.type(lane_sum(di, 0, c))
@@ -115,12 +120,12 @@ def _forward_impl(x, axis, temperature, log):
     out = np.empty_like(x2)
     if x2.size:
         redo = np.zeros(x2.shape[0], np.bool_)
-        _forward(x2, float(temperature), log, out, redo, rows_per_task(x2.shape[0]))
+        pool.run(_forward, *pool.tasks(*x2.shape), x2, float(temperature), log, out, redo)
         rows = np.flatnonzero(redo)
         if rows.size:                                               # rows spanning ±max
             part = np.empty((rows.size, x2.shape[1]), dt)
-            _forward_exact(np.ascontiguousarray(x2[rows]), float(temperature), log, part,
-                           np.zeros(rows.size, np.bool_), rows.size)
+            _forward_exact(0, rows.size, np.ascontiguousarray(x2[rows]), float(temperature),
+                           log, part, np.zeros(rows.size, np.bool_))
             out[rows] = part
     y = np.moveaxis(out.reshape(shape), -1, axis)
     return y, SoftmaxCache(y, axis, temperature)
@@ -132,7 +137,7 @@ def _backward_impl(dy, cache, log):
     dy2, _ = _rows_last(dy.astype(dt, copy=False), cache.axis)
     dx = np.empty_like(y2)
     if y2.size:
-        _backward(dy2, y2, float(cache.temperature), log, dx)
+        pool.run(_backward, *pool.tasks(*y2.shape), dy2, y2, float(cache.temperature), log, dx)
     return np.moveaxis(dx.reshape(shape), -1, cache.axis)
 
 

@@ -1,9 +1,9 @@
-"""`nanonorm info`: versions, CPU, GPU, Numba's threading layer and which implementation each op
+"""`nanonorm info`: versions, CPU, GPU, the kernels' threads and which implementation each op
 runs."""
 from __future__ import annotations
 
-HELP = ("Print versions, the machine, Numba's threading layer, and which implementation each "
-        "op dispatches to")
+HELP = ("Print versions, the machine, the kernels' threads, and which implementation each op "
+        "dispatches to")
 
 
 def configure(parser) -> None:
@@ -12,6 +12,7 @@ def configure(parser) -> None:
 
 def run(args) -> int:
     import json
+    import os
     import warnings
 
     import numpy as np
@@ -25,8 +26,9 @@ def run(args) -> int:
     ops = sorted(kernels("reference"))
     env["unavailable"] = unavailable()
     if "numba" not in env["unavailable"]:
-        from ..kernels.cpu.threads import state
-        env["numba_threads"] = state()       # not started here: info runs no kernel
+        from ..kernels.cpu.pool import ENV_VAR, default_threads
+        env["kernel_threads"] = {"threads": default_threads(), "set_by": (
+            ENV_VAR if os.environ.get(ENV_VAR) else "the CPUs this process may use")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FallbackWarning)   # shown below, with its cause
         env["dispatch_numpy"] = {op: implementation_for(op, np.empty(0)) for op in ops}
@@ -35,10 +37,10 @@ def run(args) -> int:
         return 0
     for key in ("date", "python", "platform", "cpu", "cpu_simd", "cpu_count", "blas", "gpu"):
         print(f"{key:10s} {env[key]}")
-    if "numba_threads" in env:
-        t = env["numba_threads"]
-        layer = t["layer"] or f"not started; the first kernel asks for {t['next']}"
-        print(f"{'threads':10s} {layer} (chosen by {t['chosen_by']}: {t['why']})")
+    if "kernel_threads" in env:
+        t = env["kernel_threads"]
+        print(f"{'threads':10s} {t['threads']} for the kernels ({t['set_by']}), sleeping "
+              f"between kernels; BLAS on one thread inside them")
     for dist, version in env["versions"].items():
         print(f"{dist:18s} {version}")
     for impl, why in env["unavailable"].items():

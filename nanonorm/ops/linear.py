@@ -32,7 +32,7 @@ def linear_backward(dy: Array, cache: LinearCache):
     dy2 = xp.reshape(dy, (n, n_out))                                # (N, out)
     x2 = xp.reshape(x, (n, n_in))                                   # (N, in)
     dx = xp.reshape(dy2 @ xp.matrix_transpose(w), x.shape)          # (..., in)
-    if _transposed_view(w):
+    if transposed_view(w):
         # a transposed weight (GPT-2's tied unembedding, wteᵀ): dw in the same layout, so
         # dwᵀ is a contiguous (out, in) array, ready to be added to the embedding's gradient
         dw = xp.matrix_transpose(xp.matrix_transpose(dy2) @ x2)     # (in, out) view of (out, in)
@@ -42,7 +42,7 @@ def linear_backward(dy: Array, cache: LinearCache):
     return dx, dw, db
 
 
-def _transposed_view(w: Array) -> bool:
+def transposed_view(w: Array) -> bool:
     """True for a NumPy/CuPy matrix stored column-major (e.g. the view wᵀ of a C array)."""
     flags = getattr(w, "flags", None)
     return bool(flags is not None and flags.f_contiguous and not flags.c_contiguous)

@@ -54,6 +54,17 @@ def attention_grad_args(dy: Array, cache: attention.AttentionCache) -> Call:
     return Call(dy, (dy, cache), {})
 
 
+def backward_scale(q, k, v, dy, sc: float) -> float:
+    """The magnitude one term of each gradient rounds at: dq's p·(dp - D)·k·scale and dk's with
+    q, where |dp| <= dv·|dy|·|v|; dv's p·dy. Two float32 products of q·k that differ in their
+    last bit (BLAS on one thread or two) make p differ by that much, and a gradient whose exact
+    value cancels to 0 keeps a rounding of this size."""
+    def m(a):
+        return float(np.max(np.abs(a), initial=0.0))
+    dp = v.shape[-1] * m(dy) * m(v)
+    return max(dp * max(m(k), m(q)) * abs(sc), m(dy))
+
+
 def inputs(rng, size: dict) -> Sample:
     """size: lead (batch, head dims), T, S, d, dv, causal, scale (None: 1/sqrt(d)), kind and
     magnitude of the arrays."""
@@ -69,7 +80,7 @@ def inputs(rng, size: dict) -> Sample:
     sc = 1 / np.sqrt(size["d"]) if scale is None else scale
     max_score = abs(sc) * np.max(np.abs(q), initial=0) * np.max(np.abs(k), initial=0) * size["d"]
     return Sample((q, k, v), dict(causal=size["causal"], scale=scale), dy,
-                  bwd_cond=1.0 + max_score)
+                  grad_scale=backward_scale(q, k, v, dy, sc), bwd_cond=1.0 + max_score)
 
 
 def test_size(rng, max_len: int = 9) -> dict:
