@@ -55,17 +55,27 @@ def median_time(fn, n: int):
 
 
 def cpu_rates(n=1 << 25, reps=7):
-    """Copy bandwidth of a fused 2-array-read/1-write Numba triad (GB/s) and sgemm GFLOP/s."""
-    from numba import njit, prange
+    """Copy bandwidth of a fused 2-array-read/1-write triad (GB/s), run the way the kernels
+    run (a task loop on nanonorm's threads), and NumPy's sgemm GFLOP/s."""
+    from numba import njit
 
-    @njit(parallel=True, fastmath=True)
-    def triad(a, b, c, s):
-        for i in prange(a.shape[0]):
+    from nanonorm.kernels.cpu import pool
+    from nanonorm.kernels.cpu._common import TASK_KERNEL
+
+    @njit(**TASK_KERNEL)
+    def triad(task, per, a, b, c, s):
+        a, b, c = a[task * per:(task + 1) * per], b[task * per:(task + 1) * per], \
+            c[task * per:(task + 1) * per]
+        for i in range(a.shape[0]):
             a[i] = b[i] + s * c[i]
 
     a, b, c = (np.ones(n, np.float32) for _ in range(3))
-    triad(a, b, c, np.float32(2.0))
-    bw = 3 * n * 4 / median_time(lambda: triad(a, b, c, np.float32(2.0)), reps)[0] / 1e9
+    ntasks, per = pool.tasks(n)
+
+    def run():
+        pool.run(triad, ntasks, per, a, b, c, np.float32(2.0))
+    run()
+    bw = 3 * n * 4 / median_time(run, reps)[0] / 1e9
     m = 2048
     x, y = (np.random.default_rng(0).standard_normal((m, m), np.float32) for _ in range(2))
     return {"triad_GBps": bw, "sgemm_GFLOPps": 2 * m ** 3 / median_time(lambda: x @ y, reps)[0]

@@ -314,3 +314,15 @@ def test_a_failing_task_raises_in_the_caller_and_the_pool_goes_on():
     done = []
     pool.run(lambda t: done.append(t), 8)
     assert sorted(done) == list(range(8))
+
+
+def test_kernels_called_from_several_python_threads_at_once_give_each_its_answer():
+    # one pool job at a time: a second caller waits for the first job, never mixes with it
+    import concurrent.futures
+    rng = np.random.default_rng(7)
+    xs = [rng.standard_normal((300, 500)).astype(np.float32) for _ in range(6)]
+    expected = [K["gelu_forward"](x)[0] for x in xs]
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
+        got = list(ex.map(lambda x: K["gelu_forward"](x)[0], xs * 3))
+    for a, b in zip(got, expected * 3):
+        np.testing.assert_array_equal(a, b)
