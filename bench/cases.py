@@ -136,7 +136,7 @@ def _model_case(name: str, train: bool) -> Case:
         def call():
             if not train:
                 return model.forward(idx)[0][0, -1]
-            _, loss = model.forward(idx, tgt)
+            _, loss = model.forward(idx, tgt, return_logits=False)
             opt.step(model.backward())
             return loss
         return call

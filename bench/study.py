@@ -1,6 +1,8 @@
 """The source study's table: GPT-2 small construction, forward at B=8, T=1024 over 5 repeats
-and 5 training steps, per provider and device (reference, numba; cupy on a GPU; torch CPU/CUDA
-with transformers' GPT-2 alongside when importable), each row in a fresh process.
+and 5 training steps, per provider and device (reference, numba, numba with recompute=True;
+cupy on a GPU; torch CPU/CUDA with transformers' GPT-2 alongside when importable), each row in
+a fresh process. nanonorm's steps are training steps as `nanonorm train` runs them
+(return_logits=False: the head and loss in blocks of rows), so peak RSS is a training run's.
 
 `python -m bench --study` prints it after the grid; `python -m bench.study --study-row NAME`
 is how a row's child process is started.
@@ -40,7 +42,9 @@ def _clock(fn, sync=None) -> float:
 
 
 def _study_nanonorm(provider: str, quick: bool) -> dict:
-    """provider: 'reference' / 'numba' (NumPy, CPU) or 'cupy' (GPU, the cuda kernels)."""
+    """provider: 'reference' / 'numba' (NumPy, CPU) or 'cupy' (GPU, the cuda kernels); a
+    '-recompute' suffix trains with GPT(recompute=True)."""
+    provider, recompute = provider.removesuffix("-recompute"), provider.endswith("-recompute")
     s = STUDY_QUICK if quick else STUDY
     cfg = _study_config(quick)
     device = "cuda" if provider == "cupy" else "cpu"
@@ -54,7 +58,8 @@ def _study_nanonorm(provider: str, quick: bool) -> dict:
     tgt = rng.integers(0, cfg.vocab_size, (s["B"], s["T"]))
     with impl:
         model = [None]
-        build = _clock(lambda: model.__setitem__(0, nanonorm.GPT(cfg, device=device)), sync)
+        build = _clock(lambda: model.__setitem__(
+            0, nanonorm.GPT(cfg, device=device, recompute=recompute)), sync)
         m = model[0]
         xp = m.xp
         idx_d, tgt_d = xp.asarray(idx), xp.asarray(tgt)
@@ -66,10 +71,11 @@ def _study_nanonorm(provider: str, quick: bool) -> dict:
 
         def train():
             for _ in range(s["train_steps"]):
-                m.forward(idx_d, tgt_d)
+                m.forward(idx_d, tgt_d, return_logits=False)
                 opt.step(m.backward())
         steps = _clock(train, sync)
-    return dict(provider=provider, device=device, build_s=build, forward_s=fwd,
+    return dict(provider=provider + "-recompute" * recompute, device=device, build_s=build,
+                forward_s=fwd,
                 train_s=steps)
 
 
@@ -154,7 +160,8 @@ def study_table(*, quick: bool = False, providers=None) -> list[dict]:
         have_torch = True
     except ImportError:
         have_torch = False
-    wanted = providers or ["reference", "numba", "cupy", "torch-cpu", "torch-cuda"]
+    wanted = providers or ["reference", "numba", "numba-recompute", "cupy", "torch-cpu",
+                           "torch-cuda"]
     rows = []
     for p in wanted:
         if p in ("cupy", "torch-cuda") and not gpu:

@@ -18,8 +18,9 @@ from . import functional as F
 from . import validate as check
 from .backend import (Array, array_namespace, backend_name, get_namespace, normal,
                       scatter_add_rows)
-from .gpt_block import KVCache, block_backward, block_forward
+from .gpt_block import BlockCache, KVCache, block_backward, block_forward
 from .gpt_config import GPTConfig, parameter_shapes
+from .gpt_head import check_dloss, loss_and_head_gradient, scaled
 
 __all__ = ["GPT", "GPTConfig", "KVCache"]
 
@@ -31,18 +32,25 @@ INIT_STD = 0.02
 class ModelCache(NamedTuple):
     wte: object         # EmbeddingCache of idx (B, T)
     wpe: object         # EmbeddingCache of positions (T,)
-    blocks: list        # BlockCache per layer
+    blocks: list        # BlockCache per layer; with recompute, each block's input (B, T, C)
     ln_f: object
-    head: object        # LinearCache (B, T, C) -> (B, T, V)
-    loss: object        # CrossEntropyCache
+    head: object        # LinearCache (B, T, C) -> (B, T, V), or the fused head's HeadGradient
+    loss: object        # CrossEntropyCache; None with the fused head
 
 
 class GPT:
-    """GPT-2: learned positions, pre-LN blocks, causal multi-head attention, tanh-GELU MLP."""
+    """GPT-2: learned positions, pre-LN blocks, causal multi-head attention, tanh-GELU MLP.
+
+    recompute=True keeps only each block's input between forward and backward and runs the
+    block's forward again in the backward (activation checkpointing): about a third more
+    compute, a fraction of the memory, the same gradients bit for bit (the kernels are
+    deterministic). The parameters must not change between the two.
+    """
 
     def __init__(self, config: GPTConfig, *, seed: int = 0, dtype: str = "float32",
-                 device: str = "cpu"):
+                 device: str = "cpu", recompute: bool = False):
         self._setup(config, dtype, device)
+        self.recompute = recompute
         if not check.is_integer(seed) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         # GPT-2's init: N(0, 0.02); the projections that write into the residual stream are
@@ -77,6 +85,16 @@ class GPT:
         self._xp_dtype = getattr(self.xp, name)
         self._xp_device = None   # the current device of the backend
         self._cache: ModelCache | None = None
+        self._recompute = False
+
+    @property
+    def recompute(self) -> bool:
+        """Recompute each block's activations in the backward instead of keeping them."""
+        return self._recompute
+
+    @recompute.setter
+    def recompute(self, value: bool) -> None:
+        self._recompute = check.boolean("recompute", value)
 
     # parameters ----------------------------------------------------------------------------
 
@@ -120,11 +138,18 @@ class GPT:
 
     # forward / backward --------------------------------------------------------------------
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, *, return_logits: bool = True):
         """logits (B, T, V) and the mean cross-entropy against targets (B, T) (None if absent).
 
         With targets the caches are kept for `backward`; without, nothing is kept.
+        return_logits=False (with targets: a training step) returns (None, loss) and never
+        holds the (B, T, V) logits or their gradient whole: the head and the loss run in
+        blocks of rows, their backward included (nanonorm.gpt_head).
         """
+        check.boolean("return_logits", return_logits)
+        if not return_logits and targets is None:
+            raise ValueError("return_logits=False needs targets: without them the logits are "
+                             "the only result")
         idx = self.token_ids("idx", idx)
         B, T = idx.shape
         if T > self.config.block_size:
@@ -134,10 +159,18 @@ class GPT:
             check.shape("targets", targets, idx.shape, " (the shape of idx)")
         self._cache = None
         x, wte_c, wpe_c = self._embed(idx, 0)                           # (B, T, C)
+        keep_inputs = self.recompute and targets is not None
         blocks = []
         for i in range(self.config.n_layer):
+            x_in = x
             x, c = block_forward(self.xp, self.config, self._params, i, x)
-            blocks.append(c)
+            blocks.append(x_in if keep_inputs else c)
+            del c                           # with recompute, freed before the next block
+        if not return_logits:
+            h, lnf_c = self._final_norm(x)
+            loss, head_g = loss_and_head_gradient(self.xp, h, self._lm_head(), targets)
+            self._cache = ModelCache(wte_c, wpe_c, blocks, lnf_c, head_g, None)
+            return None, loss
         logits, lnf_c, head_c = self._head(x)                           # (B, T, V)
         if targets is None:
             return logits, None
@@ -151,12 +184,22 @@ class GPT:
             raise RuntimeError("backward needs a forward(idx, targets) first (once per forward)")
         c, self._cache = self._cache, None          # free the activations as soon as possible
         xp, g = self.xp, {}
-        dlogits = F.cross_entropy_backward(dloss, c.loss)               # (B, T, V)
-        dx, dhead, _ = F.linear_backward(dlogits, c.head)               # (B, T, C), (C, V)
+        if c.loss is None:                          # the fused head: run in the forward
+            check_dloss(dloss, c.head.dx)
+            dx, dhead = scaled(c.head, dloss, xp)                       # (B, T, C), (C, V)
+        else:
+            dlogits = F.cross_entropy_backward(dloss, c.loss)           # (B, T, V)
+            dx, dhead, _ = F.linear_backward(dlogits, c.head)           # (B, T, C), (C, V)
+            del dlogits
         dx, g["transformer.ln_f.weight"], g["transformer.ln_f.bias"] = \
             F.layer_norm_backward(dx, c.ln_f)
+        blocks = c.blocks
         for i in reversed(range(self.config.n_layer)):
-            dx = block_backward(xp, self.config, i, dx, c.blocks[i], g)
+            block = blocks.pop()                    # its activations go when it is done
+            if not isinstance(block, BlockCache):   # recompute: the block's input was kept
+                _, block = block_forward(xp, self.config, self._params, i, block)
+            dx = block_backward(xp, self.config, i, dx, block, g)
+            del block
         # positions are shared by every sequence of the batch: their gradient sums over B
         g["transformer.wpe.weight"] = F.embedding_backward(xp.sum(dx, axis=0), c.wpe)
         if self.config.tie_weights:
@@ -177,10 +220,13 @@ class GPT:
         pe, wpe_c = F.embedding_forward(pos, self._params["transformer.wpe.weight"])   # (T, C)
         return tok + pe, wte_c, wpe_c
 
-    def _head(self, x: Array):
+    def _final_norm(self, x: Array):
         p = self._params
-        h, lnf_c = F.layer_norm_forward(x, (self.config.n_embd,), p["transformer.ln_f.weight"],
-                                        p["transformer.ln_f.bias"], self.config.ln_eps)
+        return F.layer_norm_forward(x, (self.config.n_embd,), p["transformer.ln_f.weight"],
+                                    p["transformer.ln_f.bias"], self.config.ln_eps)
+
+    def _head(self, x: Array):
+        h, lnf_c = self._final_norm(x)
         logits, head_c = F.linear_forward(h, self._lm_head())           # (B, T, V)
         return logits, lnf_c, head_c
 

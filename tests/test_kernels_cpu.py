@@ -326,3 +326,18 @@ def test_kernels_called_from_several_python_threads_at_once_give_each_its_answer
         got = list(ex.map(lambda x: K["gelu_forward"](x)[0], xs * 3))
     for a, b in zip(got, expected * 3):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_pool_holds_no_reference_to_a_finished_jobs_arrays():
+    # a worker that kept its last job alive kept that job's arrays: a model's activations
+    # outlived the step that made them (found by tests/test_gpt_memory.py)
+    import gc
+    import weakref
+
+    from nanonorm.kernels.cpu import pool
+    a = np.ones(1 << 16)
+    ref = weakref.ref(a)
+    pool.run(lambda task, x: x[task], max(2, pool.threads()), a)
+    del a
+    gc.collect()
+    assert ref() is None

@@ -95,3 +95,13 @@ def test_byte_tokenizer_and_batches():
     np.testing.assert_array_equal(x, x2)
     with pytest.raises(ValueError, match="block_size"):
         data.get_batch(corpus[:5], 1, 9, np.random.default_rng(0))
+
+
+def test_recompute_flag_trains_the_same_weights_bit_for_bit(tmp_path):
+    plain = train_cmd.train(args_for(tmp_path, "--steps", "3", "--out", str(tmp_path / "a")))
+    again = train_cmd.train(args_for(tmp_path, "--steps", "3", "--out", str(tmp_path / "b"),
+                                     "--recompute"))
+    assert again == plain
+    a, b = GPT.from_pretrained(tmp_path / "a"), GPT.from_pretrained(tmp_path / "b")
+    for name, p in a.parameters().items():
+        np.testing.assert_array_equal(p, b.parameters()[name])

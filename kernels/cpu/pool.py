@@ -106,6 +106,9 @@ class Pool:
             with self._done:
                 while job.running:
                     self._done.wait()
+            with self._wake:
+                self._job = None
+            job.kernel = job.args = None         # a worker's last job holds no arrays
         if job.error is not None:
             raise job.error
 

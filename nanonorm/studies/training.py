@@ -25,7 +25,7 @@ def corpus(max_bytes: int = CORPUS_BYTES) -> np.ndarray:
 
 def gpt_loss_and_grads(model, idx, targets) -> tuple[float, dict]:
     """GPT's own forward and backward."""
-    _, loss = model.forward(idx, targets)
+    _, loss = model.forward(idx, targets, return_logits=False)
     return float(loss), model.backward()
 
 
