@@ -24,6 +24,11 @@ def add_arguments(parser):
                              "at B=8, T=1024 (5 repeats), 5 training steps, per device; each "
                              "provider in a fresh process (glibc's default allocator), with its "
                              "peak memory")
+    parser.add_argument("--scaling", action="store_true",
+                        help="also how cost grows with work: causal attention fwd+bwd at "
+                             "T=256..4096 and the GPT-2 small training step at B=1..8, "
+                             "T=128..1024 (time, peak memory, log-log slopes; ~3 min on 2 "
+                             "cores), plotted beside --plot as *_scaling.png")
     parser.add_argument("--json", type=Path, default=Path("bench_results.json"),
                         help="where the results go")
     parser.add_argument("--plot", type=Path, default=Path("bench_results.png"),
@@ -55,6 +60,12 @@ def _check(args) -> None:
     _check_writable("--json", args.json)
     if args.plot:
         _check_writable("--plot", args.plot)
+        if args.scaling:
+            _check_writable("--plot", scaling_plot_path(args.plot))
+
+
+def scaling_plot_path(plot: Path) -> Path:
+    return plot.with_name(plot.stem + "_scaling" + plot.suffix)
 
 
 def _wants_conditions(args) -> bool:
@@ -90,6 +101,13 @@ def run_from_args(args) -> int:
         result["conditions"] = conditions.rows(quick=args.quick)
         args.json.write_text(json.dumps(result, indent=2, default=str))
         print(conditions.render(result["conditions"]), flush=True)
+    if args.scaling:
+        from . import scaling
+        result["scaling"] = scaling.rows(quick=args.quick)
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+        if args.plot:
+            scaling.plot(result["scaling"], scaling_plot_path(args.plot))
+        print(scaling.render(result["scaling"]), flush=True)
     if args.study:                     # after the grid is printed and saved: it takes minutes
         from nanonorm.memory import release_freed_memory
 

@@ -54,8 +54,30 @@ def test_gpu_rows_and_study_table_through_the_main_bench(tmp_path, capsys):
     else:
         assert "cuda" not in providers and f"GPU rows skipped: {gpu_missing()}" in printed
     study = {r["provider"] for r in data["study"]}
-    assert {"reference", "numba"} <= study
+    assert {"reference", "numba", "numba-recompute"} <= study
     assert "| numba | cpu |" in printed
+
+
+def test_scaling_sweeps_through_the_main_bench(tmp_path, capsys):
+    # `python -m bench --scaling`: every sweep's points, their slopes, a table and a plot
+    from nanonorm.bench import scaling
+    out = tmp_path / "r.json"
+    code = cli.main(["--quick", "--only", "gelu_fwd", "--repeats", "1", "--scaling",
+                     "--json", str(out), "--plot", str(tmp_path / "r.png"), "--no-progress"])
+    assert code == 0
+    data = json.loads(out.read_text())["scaling"]
+    assert [r["T"] for r in data["points"] if r["sweep"] == "attention"] == \
+        list(scaling.ATTENTION_T_QUICK)
+    assert {s["sweep"] for s in data["slopes"]} == set(scaling.IDEAL)
+    assert all(r["seconds"] > 0 and r["peak_MiB"] >= 0 for r in data["points"])
+    assert "log-log slope of time" in capsys.readouterr().out
+    assert (tmp_path / "r_scaling.png").stat().st_size > 0
+
+
+def test_slope_is_the_log_log_least_squares_fit():
+    from nanonorm.bench.scaling import slope
+    assert slope([1, 2, 4, 8], [3, 12, 48, 192]) == pytest.approx(2.0)
+    assert slope([256, 4096], [5.0, 5.0]) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_providers_take_turns_and_each_gets_its_repeats(monkeypatch):

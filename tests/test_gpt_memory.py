@@ -170,3 +170,26 @@ def test_fused_head_never_holds_the_logits_or_their_gradient_whole(small_row_blo
         peaks[return_logits] = _traced(train_step)[1]
     assert peaks[True] > 2 * logits_bytes, peaks            # logits and dlogits
     assert peaks[False] < logits_bytes / 2, peaks
+
+
+@pytest.mark.parametrize("impl", ["reference", "numba"])
+def test_attention_keeps_what_its_implementation_promises(impl):
+    # the Numba kernel keeps the row log-sum-exp, never (T, T): its fwd+bwd peak grows
+    # linearly in T; the reference keeps p, (T, T)
+    from nanonorm import functional as F
+    peaks = {}
+    for t in (256, 1024):
+        rng = np.random.default_rng(0)
+        q, k, v, dy = (rng.standard_normal((1, 2, t, 16), np.float32) for _ in range(4))
+
+        def call():
+            _, cache = F.scaled_dot_product_attention_forward(q, k, v, causal=True)
+            F.scaled_dot_product_attention_backward(dy, cache)
+        with nanonorm.use_impl(impl):
+            call()
+            peaks[t] = _traced(call)[1]
+    scores = 2 * 1024 * 1024 * 4                                  # (H, T, T) float32 at T=1024
+    if impl == "numba":
+        assert peaks[1024] < scores / 2 and peaks[1024] < 6 * peaks[256], peaks
+    else:
+        assert peaks[1024] > scores and peaks[1024] > 10 * peaks[256], peaks
