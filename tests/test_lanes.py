@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, strategies as st
 from numba import njit
 
-from nanonorm.kernels.cpu.lanes import NACC, WIDTH, lane_dot, lane_moments, lane_sum, lane_sum_dot
+from nanonorm.kernels.cpu.lanes import (NACC, WIDTH, lane_dot, lane_max, lane_moments, lane_sum,
+                                        lane_sum_dot)
 
 
 @njit(cache=False)
@@ -69,3 +70,26 @@ def test_nan_and_inf_reach_the_sum():
 def test_only_contiguous_float_rows_are_accepted():
     with pytest.raises(Exception, match="1-D C-contiguous float32/float64"):
         _all(np.arange(4), np.arange(4), 0, 0, 4)
+
+
+@njit(cache=False)
+def _max(a, n, start):
+    return lane_max(a, n, start)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(values=st.lists(st.floats(allow_nan=False, width=32), max_size=200),
+       n_cut=st.integers(0, 200), start=st.sampled_from([-np.inf, 0.0, 1e30]))
+def test_lane_max_is_the_max_of_start_and_the_first_n(dtype, values, n_cut, start):
+    a = np.asarray(values, dtype)
+    n = min(n_cut, a.size)
+    assert _max(a, n, dtype(start)) == max([dtype(start)] + list(a[:n]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lane_max_skips_nan_and_keeps_minus_inf_rows(dtype):
+    a = np.full(100, -np.inf, dtype)
+    assert _max(a, 100, dtype(-np.inf)) == -np.inf
+    a[[3, 70, 99]] = np.nan                  # in a vector step and in the tail
+    a[50] = 2.0
+    assert _max(a, 100, dtype(-np.inf)) == 2.0

@@ -104,28 +104,6 @@ def exp32_subnormal(x):
     return out if x == x else x
 
 
-@njit(cache=True, inline="always")
-def row_max(row, n, start):
-    """max(start, row[0], ..., row[n-1]). Eight independent running maxima: a single one is a
-    serial chain of compares (LLVM cannot vectorize a float max reduction without nnan, which
-    the -inf masks rule out), eight are 2x faster. -inf behaves as the builtin max; a NaN
-    entry may or may not come out (order-dependent): callers propagate it through
-    exp(NaN - m) = NaN in the row's sum, not through the max."""
-    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = start
-    j = 0
-    while j + 8 <= n:
-        m0, m1 = max(m0, row[j]), max(m1, row[j + 1])
-        m2, m3 = max(m2, row[j + 2]), max(m3, row[j + 3])
-        m4, m5 = max(m4, row[j + 4]), max(m5, row[j + 5])
-        m6, m7 = max(m6, row[j + 6]), max(m7, row[j + 7])
-        j += 8
-    m = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
-    while j < n:
-        m = max(m, row[j])
-        j += 1
-    return m
-
-
 def vexp(x):  # pragma: no cover - replaced inside njit by the overload below
     return np.exp(x)
 

@@ -25,8 +25,8 @@ from numba import njit
 from nanonorm.ops.attention import (AttentionLseCache,
                                    scaled_dot_product_attention_backward as reference_backward)
 from . import pool
-from ._common import TASK_KERNEL, float_dtype, row_max, vexp_subnormal as vexp
-from .lanes import lane_dot, lane_sum
+from ._common import TASK_KERNEL, float_dtype, vexp_subnormal as vexp
+from .lanes import lane_dot, lane_max, lane_sum
 
 BR = 128      # queries per block
 BC = 1024     # keys per tile (forward): one tile per query block up to S = 1024
@@ -54,7 +54,7 @@ def _online_tile(s, scale, causal, off, k0, m, l, acc):
         lim = _visible(i, off, k0, bc, causal)
         m_old = m[h, i]
         if scale > 0:                          # rounding is monotone: max(s)·scale exactly
-            mx = max(m_old, row_max(row, lim, row.dtype.type(-np.inf)) * scale)
+            mx = max(m_old, lane_max(row, lim, row.dtype.type(-np.inf)) * scale)
         else:
             mx = m_old
             for j in range(lim):

@@ -1,4 +1,5 @@
-"""Row sums in a fixed order, as fast as a vectorized reduction: `lane_sum`, `lane_dot`.
+"""Row sums in a fixed order, as fast as a vectorized reduction: `lane_sum`, `lane_dot`; and a
+vectorized row max, `lane_max`.
 
 LLVM vectorizes `s += a[j]` only under fast-math's `reassoc`, and then the order of the sum is
 LLVM's choice, made again each time the code is optimised: a process that compiled the
@@ -137,3 +138,48 @@ def lane_moments(typingctx, a, shift, lo, hi):
             return [d, builder.fmul(d, d, flags=_FLAGS)]
         return context.make_tuple(builder, sig.return_type, _reduce(builder, lo, hi, terms, 2))
     return types.UniTuple(types.float64, 2)(a, a.dtype, types.intp, types.intp), codegen
+
+
+@intrinsic
+def lane_max(typingctx, a, n, start):
+    """max(start, a[0], ..., a[n-1]) in a's dtype, vectorized: a max is exact in any order, so
+    this needs no fixed order for its value, only for its speed (a scalar running max is one
+    serial chain of compares: LLVM vectorizes a float max only under fast-math's nnan, which
+    -inf masks and NaN rows rule out). A NaN entry is skipped (each step keeps the larger of two
+    ordered values): callers propagate NaN rows through exp(NaN - m) in their sums."""
+    _check(a)
+
+    def codegen(context, builder, sig, args):
+        aty, (arr, n, start) = sig.args[0], args
+        ety = context.get_value_type(aty.dtype)
+        width = 512 // aty.dtype.bitwidth                           # a 64-byte vector
+        vty = ir.VectorType(ety, width)
+        i64 = n.type
+        data = context.make_array(aty)(context, builder, arr).data
+        larger = lambda x, m: builder.select(builder.fcmp_ordered(">", x, m), x, m)
+        splat = ir.Constant(vty, None)
+        for i in range(width):
+            splat = builder.insert_element(splat, start, _I32(i))
+        accs = [cgutils.alloca_once_value(builder, splat) for _ in range(NACC)]
+        step = i64(width * NACC)
+        nsteps = builder.udiv(builder.select(builder.icmp_signed("<", n, i64(0)), i64(0), n),
+                              step)
+        with cgutils.for_range(builder, nsteps) as loop:
+            base = builder.mul(loop.index, step)
+            for k, acc in enumerate(accs):
+                ptr = builder.gep(data, [builder.add(base, i64(width * k))])
+                v = builder.load(builder.bitcast(ptr, vty.as_pointer()),
+                                 align=aty.dtype.bitwidth // 8)     # element alignment only
+                builder.store(larger(v, builder.load(acc)), acc)
+        parts = [builder.load(acc) for acc in accs]
+        while len(parts) > 1:
+            parts = [larger(x, y) for x, y in zip(parts[::2], parts[1::2])]
+        lanes = [builder.extract_element(parts[0], _I32(i)) for i in range(width)]
+        while len(lanes) > 1:
+            lanes = [larger(x, y) for x, y in zip(lanes[::2], lanes[1::2])]
+        m = cgutils.alloca_once_value(builder, lanes[0])
+        with cgutils.for_range(builder, n, start=builder.mul(nsteps, step)) as loop:
+            x = builder.load(builder.gep(data, [loop.index]))
+            builder.store(larger(x, builder.load(m)), m)
+        return builder.load(m)
+    return a.dtype(a, types.intp, a.dtype), codegen

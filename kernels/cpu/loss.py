@@ -16,8 +16,8 @@ from numba import njit
 
 from nanonorm.ops.loss import CrossEntropyCache
 from . import pool
-from ._common import TASK_KERNEL, float_dtype, row_max, vexp
-from .lanes import lane_sum
+from ._common import TASK_KERNEL, float_dtype, vexp
+from .lanes import lane_max, lane_sum
 
 
 # Σexp of a row is taken over blocks of this many logits (a scratch in L1), block sums added
@@ -36,7 +36,7 @@ def _forward(task, per, z, t, lse, gap, log_s):
     ex = np.empty(min(v, BLOCK), z.dtype)               # exp of one block of a row
     for i in range(n):
         zi = z[i]
-        m = row_max(zi, v, z.dtype.type(-np.inf))
+        m = lane_max(zi, v, z.dtype.type(-np.inf))
         m = z.dtype.type(0.0) if m == -np.inf else m   # +inf / NaN stay: a NaN row
         s = 0.0
         for j0 in range(0, v, BLOCK):

@@ -2,7 +2,8 @@
 
 Mirrors `nanonorm/ops/softmax.py` (same SoftmaxCache: the output, the axis, the temperature). The
 wrapper moves `axis` last; the kernel gives each thread chunks of rows, a row staying in L1 between
-its passes (max, z = (x - max)/T, exp, sum in a fixed order, scale), so memory sees one read of x
+its passes (a vectorized max, z = (x - max)/T, exp: one pass at T = 1, a sum in a fixed order,
+scale), so memory sees one read of x
 and one write of y: softmax fwd moves 2·N·C·itemsize bytes, bwd 3·N·C·itemsize (read y, dy; write
 dx). The edges are the reference's: an all -inf row gives zeros (log_softmax: -inf), a row holding
 NaN or +inf gives NaN, a tiny temperature the argmax, an empty axis an empty result.
@@ -16,8 +17,8 @@ from numba import njit
 
 from nanonorm.ops.softmax import SoftmaxCache
 from . import pool
-from ._common import TASK_KERNEL, float_dtype, row_max, vexp
-from .lanes import lane_dot, lane_sum
+from ._common import TASK_KERNEL, float_dtype, vexp
+from .lanes import lane_dot, lane_max, lane_sum
 
 
 def _forward(task, per, x, temperature, log, out, redo):
@@ -34,10 +35,13 @@ def _forward(task, per, x, temperature, log, out, redo):
     ex = np.empty(c if log else 0, x.dtype)      # (C,) exp(z) of a log_softmax row
     for i in range(n):
         xi, oi = x[i], out[i]
-        m = row_max(xi, c, ninf)
+        m = lane_max(xi, c, ninf)
         m = zero if m == ninf else m     # all -inf row: shift by 0; +inf / NaN: a NaN row
         # pass 2: z = (x - m) / T into out
-        if one_t:
+        if one_t and not log:            # z and exp(z) in one pass (the common softmax)
+            for j in range(c):
+                oi[j] = vexp(xi[j] - m)
+        elif one_t:
             for j in range(c):
                 oi[j] = xi[j] - m
         elif small_t:                    # 0 / T = 0 even where T rounds to 0 in the dtype
@@ -65,8 +69,9 @@ def _forward(task, per, x, temperature, log, out, redo):
             for j in range(c):                                # s == 0: all -inf -> -inf
                 oi[j] -= ls
         else:
-            for j in range(c):
-                oi[j] = vexp(oi[j])
+            if not one_t:
+                for j in range(c):
+                    oi[j] = vexp(oi[j])
             s = lane_sum(oi, 0, c)
             r = x.dtype.type(1.0 / s) if s != 0.0 else zero       # NaN s -> NaN row
             for j in range(c):
