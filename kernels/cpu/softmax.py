@@ -3,10 +3,10 @@
 Mirrors `nanonorm/ops/softmax.py` (same SoftmaxCache: the output, the axis, the temperature). The
 wrapper moves `axis` last; the kernel gives each thread chunks of rows, a row staying in L1 between
 its passes (a vectorized max, z = (x - max)/T, exp: one pass at T = 1, a sum in a fixed order,
-scale), so memory sees one read of x
-and one write of y: softmax fwd moves 2·N·C·itemsize bytes, bwd 3·N·C·itemsize (read y, dy; write
-dx). The edges are the reference's: an all -inf row gives zeros (log_softmax: -inf), a row holding
-NaN or +inf gives NaN, a tiny temperature the argmax, an empty axis an empty result.
+scale), so memory sees one read of x and one write of y: softmax fwd moves 2·N·C·itemsize bytes,
+bwd 3·N·C·itemsize (read y, dy; write dx). The edges are the reference's: an all -inf row gives
+zeros (log_softmax: -inf), a row holding NaN or +inf gives NaN, a tiny temperature the argmax, an
+empty axis an empty result.
 """
 from __future__ import annotations
 
