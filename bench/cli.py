@@ -18,7 +18,8 @@ def add_arguments(parser):
                              "the model and AdamW, more for fast rows: about 0.5 s of calls)")
     parser.add_argument("--providers", nargs="+", choices=("reference", "numba", "torch", "cuda"),
                         help="default: all that can run here (torch when importable, cuda "
-                             "with CuPy and a GPU, torch on the GPU beside it)")
+                             "with CuPy and a GPU, torch on the GPU beside it); also picks "
+                             "the --study rows")
     parser.add_argument("--study", action="store_true",
                         help="also the source study's table: GPT-2 small construction, forward "
                              "at B=8, T=1024 (5 repeats), 5 training steps, per device; each "
@@ -62,6 +63,13 @@ def _check(args) -> None:
         _check_writable("--plot", args.plot)
         if args.scaling:
             _check_writable("--plot", scaling_plot_path(args.plot))
+
+
+def study_providers(providers) -> list[str] | None:
+    """The study's rows for the grid's --providers (None: all that can run)."""
+    rows = {"reference": ["reference"], "numba": ["numba", "numba-recompute"],
+            "cuda": ["cupy"], "torch": ["torch-cpu", "torch-cuda"]}
+    return None if not providers else [r for p in providers for r in rows[p]]
 
 
 def scaling_plot_path(plot: Path) -> Path:
@@ -113,7 +121,8 @@ def run_from_args(args) -> int:
 
         from .study import render_study, study_table
         release_freed_memory()         # the study's processes need all of it (torch: 19.3 GiB)
-        result["study"] = study_table(quick=args.quick)
+        result["study"] = study_table(quick=args.quick,
+                                      providers=study_providers(args.providers))
         args.json.write_text(json.dumps(result, indent=2, default=str))
         print(render_study(result["study"], args.quick))
     bad = [r for r in result["rows"] if r["validated"] is False]
