@@ -159,13 +159,13 @@ class GPT:
             check.shape("targets", targets, idx.shape, " (the shape of idx)")
         self._cache = None
         x, wte_c, wpe_c = self._embed(idx, 0)                           # (B, T, C)
-        keep_inputs = self.recompute and targets is not None
-        blocks = []
+        blocks = []                         # what the backward needs: nothing without targets
         for i in range(self.config.n_layer):
             x_in = x
             x, c = block_forward(self.xp, self.config, self._params, i, x)
-            blocks.append(x_in if keep_inputs else c)
-            del c                           # with recompute, freed before the next block
+            if targets is not None:
+                blocks.append(x_in if self.recompute else c)
+            del c, x_in                     # otherwise freed before the next block
         if not return_logits:
             h, lnf_c = self._final_norm(x)
             loss, head_g = loss_and_head_gradient(self.xp, h, self._lm_head(), targets)
