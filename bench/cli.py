@@ -30,6 +30,10 @@ def add_arguments(parser):
                              "T=256..4096 and the GPT-2 small training step at B=1..8, "
                              "T=128..1024 (time, peak memory, log-log slopes; ~3 min on 2 "
                              "cores), plotted beside --plot as *_scaling.png")
+    parser.add_argument("--dist", action="store_true",
+                        help="also data parallelism here: the GPT-2 small training step on 1 "
+                             "process x all cores against 2 processes (mpiexec) x their "
+                             "share, with the time spent in the gradients' collectives")
     parser.add_argument("--json", type=Path, default=Path("bench_results.json"),
                         help="where the results go")
     parser.add_argument("--plot", type=Path, default=Path("bench_results.png"),
@@ -116,6 +120,11 @@ def run_from_args(args) -> int:
         if args.plot:
             scaling.plot(result["scaling"], scaling_plot_path(args.plot))
         print(scaling.render(result["scaling"]), flush=True)
+    if args.dist:
+        from . import distributed
+        result["distributed"] = distributed.rows(quick=args.quick)
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+        print(distributed.render(result["distributed"], args.quick), flush=True)
     if args.study:                     # after the grid is printed and saved: it takes minutes
         from nanonorm.memory import release_freed_memory
 

@@ -140,3 +140,21 @@ def test_the_step_under_the_conditions_of_real_use_runs_on_nanonorms_threads():
 def rows_threads() -> int:
     from nanonorm.kernels.cpu.pool import default_threads
     return default_threads()
+
+
+def test_dist_rows_through_the_main_bench(tmp_path, capsys):
+    # `python -m bench --dist`: 1 process x all cores against 2 processes (mpiexec), each row
+    # with its step time and the time in the gradients' collectives
+    import sys
+    from pathlib import Path
+    if not (Path(sys.executable).parent / "mpiexec").exists():
+        pytest.skip("no MPI here: pip install \".[dist]\"")
+    out = tmp_path / "r.json"
+    code = cli.main(["--quick", "--only", "gelu_fwd", "--repeats", "1", "--dist",
+                     "--json", str(out), "--plot", str(tmp_path / "r.png"), "--no-progress"])
+    assert code == 0
+    rows = json.loads(out.read_text())["distributed"]
+    assert [r["processes"] for r in rows] == [1, 2]
+    assert all(r["step_s"] > 0 and r["comm_s"] >= 0 for r in rows), rows
+    assert rows[0]["comm_s"] == 0 and rows[1]["comm_s"] > 0      # one process: no collective
+    assert "in collectives" in capsys.readouterr().out

@@ -21,7 +21,7 @@ def test_python_examples_run_in_order(tmp_path, monkeypatch):
 
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
-    assert 'pip install -e ".[test]"' in README and 'pip install -q -e ".[test]"' in ci
+    assert 'pip install -e ".[test,dist]"' in README and 'pip install -q -e ".[test,dist]"' in ci
     assert "nanonorm report" in README and "python -m pytest" in ci
 
 

@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..cli import UsageError
 from .train_setup import SETTINGS, Run, prepare
 from .train_state import STATE_FORMAT, save_state
 
@@ -56,7 +57,11 @@ def configure(parser) -> None:
                  "down to --min-lr), fixed when the run starts (default: 200). With --resume: "
                  "the step to stop at (default: the saved run's); past the schedule's end only "
                  "with --extend")
-    setting("--batch-size", type=int_at_least(1), default=8, help="sequences per step")
+    setting("--batch-size", type=int_at_least(1), default=8,
+            help="sequences per micro-batch on each process; a step's global batch is "
+                 "batch-size x grad-accum x processes (default: 8)")
+    setting("--grad-accum", type=int_at_least(1), default=1, metavar="K",
+            help="micro-batches whose gradients add up to one optimizer step (default: 1)")
     setting("--block-size", type=int_at_least(1), default=None,
             help="context length (default: the preset's block_size)")
     setting("--lr", type=finite_float(0.0, above=True, name="a finite number > 0"),
@@ -91,6 +96,14 @@ def configure(parser) -> None:
     parser.add_argument("--log-every", type=int_at_least(1), default=10, metavar="N",
                         help="print the loss every N steps")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--nproc", type=int_at_least(1), default=1, metavar="N",
+                        help="data-parallel processes, started through MPI's mpiexec (pip "
+                             "install \"nanonorm[dist]\"); `mpiexec -n N nanonorm train ...` "
+                             "is the same run (default: 1)")
+    parser.add_argument("--zero", type=int, choices=(0, 1), default=0,
+                        help="1: split AdamW's moments across the processes (ZeRO stage 1; "
+                             "CPU); the same run as 0, with 1/N of the optimizer's memory "
+                             "per process (default: 0)")
     parser.add_argument("--recompute", action="store_true",
                         help="keep only each block's input and recompute its activations in "
                              "the backward: about a third more compute, a fraction of the "
@@ -108,13 +121,26 @@ class Stopped(Exception):
 
 
 def run(args) -> int:
+    from .. import distributed as dist
     from ..memory import keep_freed_memory
+    from .train_launch import launch, start_rank
+    if args.nproc > 1 and dist.launched_size() == 1:
+        return launch(args)          # mpiexec runs this command on N processes
     keep_freed_memory()          # this process trains: reuse freed pages (see nanonorm.memory)
+    group = start_rank(args)
     try:
         train(args)
-    except Stopped as e:
+    except Stopped as e:            # every rank stops at the same step
         print(f"nanonorm train: {e}", file=sys.stderr)
         return e.status
+    except UsageError:              # before the first step, agreed by every rank
+        raise
+    except BaseException:
+        if group.size > 1:          # the others would wait for this rank forever
+            import traceback
+            traceback.print_exc()
+            group.abort(1)
+        raise
     return 0
 
 
@@ -124,8 +150,17 @@ def train(args, *, on_step=None) -> list[float]:
     `on_step(step)`, if given, is called after each completed step (tests simulate crashes)."""
     import numpy as np
 
-    r = prepare(args)
+    from ..distributed import world
+    from .train_launch import agreed
+    group = world()
+    args.world_size = group.size
+    if args.nproc > 1 and args.nproc != group.size:
+        raise UsageError(f"argument --nproc: {args.nproc}, but MPI started {group.size} "
+                         f"process(es)")
+    r = agreed(group, lambda: prepare(args))
     r.model.recompute = args.recompute
+    if args.zero:
+        r.opt = agreed(group, lambda: zero_optimizer(r, args, group))
     model, s, out = r.model, r.settings, r.out
     print(f"{model!r}\ncorpus: {len(r.train_data):,} train / {len(r.val_data):,} val bytes"
           f"{' from ' + s['data'] if s['data'] else ' (Python stdlib sources)'}; "
@@ -133,17 +168,31 @@ def train(args, *, on_step=None) -> list[float]:
     if r.start >= r.stop:
         print(f"{out}/ is already at step {r.start} of {r.stop}; nothing to do")
         return []
-    losses = _loop(r, args, on_step)
-    print(f"val loss {evaluate(model, r.val_data, s):.4f} (log(256) = {np.log(256):.4f}); "
-          f"checkpoint in {out}/")
+    losses = _loop(r, args, on_step, group)
+    if group.rank == 0:
+        print(f"val loss {evaluate(model, r.val_data, s):.4f} (log(256) = {np.log(256):.4f});"
+              f" checkpoint in {out}/")
     return losses
 
 
-def _loop(r: Run, args, on_step) -> list[float]:
+def zero_optimizer(r: Run, args, group):
+    """The run's AdamW, sharded across the ranks, with its saved state when resuming."""
+    from ..distributed_zero import shard_optimizer
+    if r.settings["device"] != "cpu":
+        raise UsageError("argument --zero: ZeRO-1 runs on the CPU only (--device cpu)")
+    state = r.opt.state_dict() if r.start else None
+    sharded = shard_optimizer(r.opt, group)
+    if state is not None:
+        sharded.load_state_dict(state)
+    return sharded
+
+
+def _loop(r: Run, args, on_step, group) -> list[float]:
     import numpy as np
     from tqdm import tqdm
 
-    from ..optim import clip_grad_norm, cosine_lr
+    from ..optim import cosine_lr
+    from .train_launch import step_gradients, update
 
     model, opt, s, out = r.model, r.opt, r.settings, r.out
     losses, pending = [], []        # pending: (step, loss, grad norm) not yet read back
@@ -155,17 +204,16 @@ def _loop(r: Run, args, on_step) -> list[float]:
     with _Signals() as signals, bar, np.errstate(over="ignore", invalid="ignore",
                                                  divide="ignore"):
         for step in bar:
-            x, y = _batch(r.train_data, s, r.rng)
+            x, y = _batch(r.train_data, s, r.rng)            # the step's global batch
             opt.lr = cosine_lr(step, max_lr=s["lr"], warmup=s["warmup"], total=s["steps"],
                                min_lr=s["min_lr"])
-            _, loss = model.forward(x, y, return_logits=False)
-            grads = model.backward()
-            norm = clip_grad_norm(grads, s["grad_clip"])
-            opt.step(grads)
+            loss, grads = step_gradients(model, x, y, s, group)
+            norm = update(opt, grads, s["grad_clip"], group)
             done = step + 1
             pending.append((done, loss, norm))
             tokens += x.size
-            stopping = signals.received     # read once: one that comes later waits a step
+            # read once (a signal that comes later waits a step), rank 0's for every rank
+            stopping = group.broadcast_object(signals.received)
             log = done % args.log_every == 0 or done == r.stop
             save = done % args.checkpoint_every == 0 or done == r.stop or stopping
             if log or save:         # read back once per log or save, never saving a NaN
@@ -178,7 +226,10 @@ def _loop(r: Run, args, on_step) -> list[float]:
                           f"grad norm {float(norm):.3f}  {rate:,.0f} tok/s")
                 t0, tokens = time.perf_counter(), 0
             if save:
-                save_state(out, model, opt, r.rng, done, r.stop, s, r.numerics)
+                state = opt.state_dict()            # a sharded optimizer gathers it
+                if group.rank == 0:
+                    save_state(out, model, opt, r.rng, done, r.stop, s, r.numerics, state)
+                group.barrier()
                 saved = done
                 t0 = time.perf_counter()         # tokens/s counts training time only
             if stopping:
@@ -228,8 +279,11 @@ class _Signals:
 
 
 def _batch(data, s, rng):
+    """A step's global batch: every rank draws it whole (the same RNG), then takes its part,
+    so the sequences of a step do not depend on the split."""
     from ..data import get_batch
-    return get_batch(data, s["batch_size"], s["block_size"], rng)
+    from .train_setup import global_batch
+    return get_batch(data, global_batch(s), s["block_size"], rng)
 
 
 def evaluate(model, data, s, batches: int = 8) -> float:

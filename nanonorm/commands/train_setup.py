@@ -19,8 +19,15 @@ from .train_state import numerics_of
 __all__ = ["SETTINGS", "Run", "prepare"]
 
 # fixed when a run starts; on --resume an option given explicitly must agree with the saved one
-SETTINGS = ("preset", "steps", "batch_size", "block_size", "lr", "min_lr", "warmup",
-            "weight_decay", "grad_clip", "seed", "dtype", "device")
+# (batch_size and grad_accum may change with the number of ranks: the global batch is fixed)
+SETTINGS = ("preset", "steps", "batch_size", "grad_accum", "block_size", "lr", "min_lr",
+            "warmup", "weight_decay", "grad_clip", "seed", "dtype", "device")
+SPLIT = ("batch_size", "grad_accum")
+
+
+def global_batch(s: dict) -> int:
+    """Sequences per optimizer step: per-rank micro-batch × micro-batches × ranks."""
+    return s["batch_size"] * s["grad_accum"] * s["nproc"]
 
 
 @dataclass
@@ -84,6 +91,7 @@ def _fresh(out: Path, args) -> Run:
 
     block = args.block_size or GPTConfig.preset(args.preset).block_size
     s = {k: getattr(args, k) for k in SETTINGS}
+    s["nproc"] = args.world_size
     s.update(block_size=block, min_lr=args.lr / 10 if args.min_lr is None else args.min_lr,
              warmup=min(100, args.steps // 10) if args.warmup is None else args.warmup)
     if s["min_lr"] > s["lr"]:
@@ -148,6 +156,9 @@ def _resumed(out: Path, args) -> Run:
         raise UsageError(f"{where} holds a model but no training state to resume") from None
     except (OSError, ValueError, KeyError) as e:
         raise UsageError(f"{where}: its training state cannot be read ({e})") from None
+    s.setdefault("grad_accum", 1)           # written before data parallelism
+    s.setdefault("nproc", 1)
+    _resplit(args, s, where)
     if "steps" not in s:                    # written before the schedule's length was saved
         if "steps" not in args.given:
             raise UsageError(f"{where}'s training state does not record its schedule's length:"
@@ -197,10 +208,25 @@ def _resumed(out: Path, args) -> Run:
     return Run(model, opt, rng, step, stop, s, train_data, val_data, out, numerics)
 
 
+def _resplit(args, s: dict, where: str) -> None:
+    """The run's global batch split anew for this launch: --batch-size and --grad-accum as
+    given (else as saved) on this many ranks must make the same global batch."""
+    split = {k: getattr(args, k) if k in args.given else s[k] for k in SPLIT}
+    new = dict(s, **split, nproc=args.world_size)
+    if global_batch(new) != global_batch(s):
+        raise UsageError(f"{where}'s global batch is {global_batch(s)} sequences (batch size "
+                         f"{s['batch_size']} x grad-accum {s['grad_accum']} x {s['nproc']} "
+                         f"process(es)); batch size {new['batch_size']} x grad-accum "
+                         f"{new['grad_accum']} x {new['nproc']} process(es) makes "
+                         f"{global_batch(new)}: give --batch-size and --grad-accum that keep it")
+    s.update(split, nproc=args.world_size)
+
+
 def _check_agreement(args, s: dict) -> None:
     """UsageError for settings given explicitly that differ from the saved run's."""
     clash = [f"--{k.replace('_', '-')} {getattr(args, k)} (the run has {s[k]})"
-             for k in SETTINGS if k != "steps" and k in args.given and getattr(args, k) != s[k]]
+             for k in SETTINGS if k != "steps" and k not in SPLIT and k in args.given
+             and getattr(args, k) != s[k]]
     if clash:
         raise UsageError(f"argument --resume: {'; '.join(clash)}: a resumed run keeps the "
                          f"settings it started with (start a new run in another --out, or "

@@ -16,14 +16,15 @@ STATE_FORMAT = "nanonorm-train/2"
 
 
 def save_state(out: Path, model, opt, rng, step: int, stop: int, settings: dict,
-               numerics: dict | None = None) -> None:
-    """One checkpoint unit: weights + config, and the training state beside them."""
+               numerics: dict | None = None, opt_state: dict | None = None) -> None:
+    """One checkpoint unit: weights + config, and the training state beside them (the
+    optimizer's, or `opt_state` already taken from it: a sharded optimizer gathers it)."""
     import numpy as np
 
     from ..backend import to_numpy
     from ..checkpoint import save
 
-    state = opt.state_dict()
+    state = opt.state_dict() if opt_state is None else opt_state
     tensors = {f"{prefix}/{n}": np.ascontiguousarray(to_numpy(a))
                for prefix in ("m", "v") for n, a in state[prefix].items()}
     optim = {k: v for k, v in state.items() if k not in ("m", "v")}
@@ -49,8 +50,8 @@ def numerics_of(model) -> dict:
     kernels = "nanonorm.kernels.cuda" if model.device == "cuda" else "nanonorm.kernels.cpu"
     sources = hashlib.sha256()
     for name in ("nanonorm.backend", "nanonorm.functional", "nanonorm.gpt", "nanonorm.gpt_block",
-                 "nanonorm.gpt_config", "nanonorm.optim", "nanonorm.data", "nanonorm.ops",
-                 kernels):
+                 "nanonorm.gpt_head", "nanonorm.gpt_config", "nanonorm.optim", "nanonorm.data",
+                 "nanonorm.ops", kernels):
         try:
             module = importlib.import_module(name)
         except Exception:       # an implementation that cannot load: the table below says so

@@ -1,0 +1,250 @@
+"""Data-parallel training: gradient accumulation, MPI ranks (2 on the CI machine, through the
+mpich wheel's mpiexec), ZeRO-1, resume with another split, a failing rank; scaling out changes
+nothing but the speed."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nanonorm import cli
+from nanonorm.commands import train as train_cmd
+from nanonorm.gpt import GPT
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 40 + "héllo wörld\n" * 10
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+needs_mpi = pytest.mark.skipif(
+    not MPIEXEC.exists() or __import__("importlib").util.find_spec("mpi4py") is None,
+    reason="no MPI here: pip install \".[dist]\" (mpi4py and the mpich wheel)")
+
+
+def options(tmp_path, out, *extra, steps=4):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT)
+    return ["train", "--preset", "tiny", "--block-size", "8", "--lr", "3e-3", "--dtype",
+            "float64", "--data", str(corpus), "--steps", str(steps), "--log-every", "1",
+            "--no-progress", "--out", str(tmp_path / out), *extra]
+
+
+def weights(path) -> dict:
+    return {n: np.asarray(p) for n, p in GPT.from_pretrained(path, dtype="float64")
+            .parameters().items()}
+
+
+def assert_same_run(a, b, rtol=1e-10):
+    wa, wb = weights(a), weights(b)
+    for name in wa:
+        np.testing.assert_allclose(wb[name], wa[name], rtol=rtol, atol=1e-13, err_msg=name)
+
+
+def logged_losses(text: str) -> list[str]:
+    return [line.split("loss")[1].split()[0] for line in text.splitlines()
+            if line.startswith("step ") and " loss " in line]
+
+
+def mpi_train(tmp_path, out, *extra, steps=4, nproc=2, timeout=240):
+    """`nanonorm train --nproc N ...` in a subprocess; its output."""
+    cmd = [sys.executable, "-m", "nanonorm", *options(tmp_path, out, *extra, steps=steps),
+           "--nproc", str(nproc)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_gradient_accumulation_is_the_bigger_batch(tmp_path, capsys):
+    # in one process: 2 micro-batches of 2 sequences make the step of one batch of 4
+    one = train_cmd.train(cli.build_parser().parse_args(
+        options(tmp_path, "a", "--batch-size", "4")))
+    two = train_cmd.train(cli.build_parser().parse_args(
+        options(tmp_path, "b", "--batch-size", "2", "--grad-accum", "2")))
+    np.testing.assert_allclose(two, one, rtol=1e-12)
+    assert_same_run(tmp_path / "a", tmp_path / "b")
+    capsys.readouterr()
+
+
+def test_a_run_without_accumulation_is_the_single_process_step_bit_for_bit(tmp_path):
+    # K = N = 1 takes exactly the path it took before data parallelism: backward(1.0), the
+    # batch drawn as before; the checkpoint's settings record the split
+    args = cli.build_parser().parse_args(options(tmp_path, "a", "--batch-size", "3",
+                                                 "--dtype", "float32"))
+    losses = train_cmd.train(args)
+    model = GPT(__import__("nanonorm").GPTConfig.preset("tiny", block_size=8), seed=0)
+    opt = model.configure_optimizer(lr=3e-3, weight_decay=0.1)
+    from nanonorm.data import get_batch, load_corpus, split
+    from nanonorm.optim import clip_grad_norm, cosine_lr
+    data = split(load_corpus(str(tmp_path / "corpus.txt")))[0]
+    rng = np.random.default_rng(0)
+    mine = []
+    for step in range(4):
+        x, y = get_batch(data, 3, 8, rng)
+        opt.lr = cosine_lr(step, max_lr=3e-3, warmup=0, total=4, min_lr=3e-4)
+        _, loss = model.forward(x, y)
+        grads = model.backward()
+        clip_grad_norm(grads, 1.0)
+        opt.step(grads)
+        mine.append(float(loss))
+    assert losses == mine
+
+
+@needs_mpi
+def test_four_splits_of_one_global_batch_are_one_run(tmp_path, capsys):
+    # --batch-size 4 | 2 x grad-accum 2 | 2 x 2 ranks | 1 x grad-accum 2 x 2 ranks
+    train_cmd.train(cli.build_parser().parse_args(options(tmp_path, "a", "--batch-size", "4")))
+    base = logged_losses(capsys.readouterr().out)
+    assert len(base) == 4
+    train_cmd.train(cli.build_parser().parse_args(
+        options(tmp_path, "b", "--batch-size", "2", "--grad-accum", "2")))
+    assert logged_losses(capsys.readouterr().out) == base
+    for out, extra in (("c", ("--batch-size", "2")),
+                       ("d", ("--batch-size", "1", "--grad-accum", "2"))):
+        printed = mpi_train(tmp_path, out, *extra)
+        assert logged_losses(printed) == base, printed
+        assert printed.count("val loss") == 1          # one rank logs
+    for out in "bcd":
+        assert_same_run(tmp_path / "a", tmp_path / out)
+
+
+@needs_mpi
+def test_zero1_is_the_unsharded_run(tmp_path):
+    mpi_train(tmp_path, "plain", "--batch-size", "2")
+    mpi_train(tmp_path, "zero", "--batch-size", "2", "--zero", "1")
+    assert_same_run(tmp_path / "plain", tmp_path / "zero", rtol=1e-12)
+    # the checkpoint holds the whole moments, as a single process writes them
+    from nanonorm.checkpoint import read_train_state
+    plain, _ = read_train_state(tmp_path / "plain")
+    zero, _ = read_train_state(tmp_path / "zero")
+    assert plain.keys() == zero.keys()
+    for key in plain:
+        np.testing.assert_allclose(zero[key], plain[key], rtol=1e-9, atol=1e-15, err_msg=key)
+
+
+@needs_mpi
+def test_resume_on_another_number_of_processes_continues_the_run(tmp_path, capsys):
+    full = train_cmd.train(cli.build_parser().parse_args(
+        options(tmp_path, "a", "--batch-size", "4", "--checkpoint-every", "2")))
+
+    def crash(step):
+        if step == 2:                       # step 3 done, last checkpoint at step 2
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train_cmd.train(cli.build_parser().parse_args(
+            options(tmp_path, "b", "--batch-size", "4", "--checkpoint-every", "2")),
+            on_step=crash)
+    capsys.readouterr()
+    printed = mpi_train(tmp_path, "b", "--resume", "--batch-size", "2", "--zero", "1")
+    assert "resuming" in printed
+    assert logged_losses(printed) == [f"{loss:.4f}" for loss in full[2:]]   # as logged
+    assert_same_run(tmp_path / "a", tmp_path / "b")
+
+
+@needs_mpi
+def test_a_split_that_changes_the_global_batch_is_refused(tmp_path):
+    train_cmd.train(cli.build_parser().parse_args(
+        options(tmp_path, "a", "--batch-size", "4", steps=2)))
+    cmd = [sys.executable, "-m", "nanonorm", *options(tmp_path, "a", "--resume", steps=2),
+           "--nproc", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "global batch is 4 sequences" in proc.stderr
+
+
+@needs_mpi
+def test_a_killed_rank_ends_the_job_promptly(tmp_path):
+    cmd = [sys.executable, "-m", "nanonorm", *options(tmp_path, "k", "--batch-size", "2",
+                                                       steps=100000), "--nproc", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        ranks = []
+        while time.monotonic() < deadline and len(ranks) < 2:
+            time.sleep(0.5)
+            ranks = _ranks_of(proc.pid)
+        assert len(ranks) == 2, "the two ranks did not start"
+        time.sleep(3)                           # well into training
+        os.kill(ranks[1], signal.SIGKILL)
+        killed = time.monotonic()
+        proc.wait(timeout=60)
+        assert time.monotonic() - killed < 30
+        assert proc.returncode != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def _ranks_of(launcher_pid: int) -> list[int]:
+    """The pids of `python -m nanonorm train` processes below the launcher (mpiexec's ranks)."""
+    out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
+    children, found = {}, []
+    for line in out.splitlines()[1:]:
+        pid, ppid, *rest = line.split(None, 2)
+        children.setdefault(int(ppid), []).append((int(pid), rest[0] if rest else ""))
+    todo = [launcher_pid]
+    while todo:
+        for pid, args in children.get(todo.pop(), []):
+            todo.append(pid)
+            if "nanonorm" in args and "mpiexec" not in args and pid != launcher_pid:
+                found.append(pid)
+    return sorted(found)
+
+
+@needs_mpi
+def test_the_python_api_example_runs_under_mpiexec_and_a_raising_rank_ends_the_job(tmp_path):
+    import nanonorm.distributed as dist
+    script = "\n".join(line[4:] for line in dist.__doc__.splitlines()   # the docstring's
+                       if line.startswith("    "))                      # example, as written
+    script = script.replace("my_batch(step, group.rank)", "batch(step, group.rank)")
+    body = (
+        "import numpy as np, json, sys\n"
+        "def batch(step, rank):\n"
+        "    rng = np.random.default_rng([step, rank])\n"
+        "    return rng.integers(0, 256, (2, 8)), rng.integers(0, 256, (2, 8))\n"
+        + script +
+        "\nw = model.parameters()['transformer.wte.weight']\n"
+        "print(json.dumps([group.rank, group.size, float(w.sum())]))\n"
+        "if len(sys.argv) > 1 and group.rank == 1:\n"
+        "    raise RuntimeError('rank 1 fails')\n"
+        "group.barrier()\n")
+    path = tmp_path / "ddp.py"
+    path.write_text(body)
+    proc = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(r) for r in re.findall(r"\[[^\]]*\]", proc.stdout)]  # lines may mix
+    assert sorted(r[:2] for r in rows) == [[0, 2], [1, 2]]
+    assert rows[0][2] == rows[1][2]                     # the same weights, bit for bit
+    t0 = time.monotonic()
+    proc = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, str(path), "fail"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and time.monotonic() - t0 < 60
+    assert "rank 1 fails" in proc.stderr and "rank 1 of 2 failed" in proc.stderr
+
+
+@needs_mpi
+def test_nccl_sums_cupy_arrays_across_two_gpus(tmp_path):
+    cupy = pytest.importorskip("cupy", reason="no CuPy here: the NCCL path needs GPUs")
+    try:
+        gpus = cupy.cuda.runtime.getDeviceCount()
+    except cupy.cuda.runtime.CUDARuntimeError:
+        gpus = 0
+    if gpus < 2:
+        pytest.skip(f"{gpus} GPU(s) here: NCCL between two ranks needs two")
+    path = tmp_path / "nccl.py"
+    path.write_text(
+        "import cupy, json\n"
+        "from nanonorm import distributed as dist\n"
+        "group = dist.init(); dist.use_gpus(group)\n"
+        "buf = cupy.arange(5, dtype=cupy.float32) * (group.rank + 1)\n"
+        "group.sum_flat(buf)\n"
+        "print(json.dumps(cupy.asnumpy(buf).tolist()))\n")
+    proc = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [json.loads(r) for r in re.findall(r"\[[^\]]*\]", proc.stdout)] == \
+        [[0, 3, 6, 9, 12]] * 2
