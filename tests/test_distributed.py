@@ -169,13 +169,33 @@ def test_a_killed_rank_ends_the_job_promptly(tmp_path):
         time.sleep(3)                           # well into training
         os.kill(ranks[1], signal.SIGKILL)
         killed = time.monotonic()
-        proc.wait(timeout=60)
+        _, err = proc.communicate(timeout=60)
         assert time.monotonic() - killed < 30
         assert proc.returncode != 0
+        assert "processes failed or was killed" in err
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate()
+
+
+@needs_mpi
+def test_sigint_stops_every_rank_after_the_same_step_with_one_checkpoint(tmp_path):
+    cmd = [sys.executable, "-m", "nanonorm", *options(tmp_path, "s", "--batch-size", "2",
+                                                       steps=100000), "--nproc", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(_ranks_of(proc.pid)) < 2:
+            time.sleep(0.5)
+        time.sleep(3)                           # well into training
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert err.count("SIGINT received: stopped after step") == 1, err   # said by rank 0
+    assert (tmp_path / "s" / "train_state.safetensors").exists()
 
 
 def _ranks_of(launcher_pid: int) -> list[int]:

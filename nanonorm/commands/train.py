@@ -130,8 +130,9 @@ def run(args) -> int:
     group = start_rank(args)
     try:
         train(args)
-    except Stopped as e:            # every rank stops at the same step
-        print(f"nanonorm train: {e}", file=sys.stderr)
+    except Stopped as e:            # every rank stops at the same step; rank 0 says why
+        if group.rank == 0:
+            print(f"nanonorm train: {e}", file=sys.stderr)
         return e.status
     except UsageError:              # before the first step, agreed by every rank
         raise
@@ -201,7 +202,7 @@ def _loop(r: Run, args, on_step, group) -> list[float]:
                disable=args.no_progress, unit="step", dynamic_ncols=True)
     t0, tokens = time.perf_counter(), 0
     # non-finite values are reported by _finite, with the step: NumPy's warnings would repeat it
-    with _Signals() as signals, bar, np.errstate(over="ignore", invalid="ignore",
+    with _Signals(quiet=group.rank != 0) as signals, bar, np.errstate(over="ignore", invalid="ignore",
                                                  divide="ignore"):
         for step in bar:
             x, y = _batch(r.train_data, s, r.rng)            # the step's global batch
@@ -258,6 +259,9 @@ class _Signals:
     the loop saves a checkpoint and stops; a second one stops at once (KeyboardInterrupt),
     leaving the last checkpoint as it was (a save is atomic)."""
 
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet                  # another rank: rank 0 tells the user
+
     def __enter__(self):
         self.received, self._old = None, {}
         if threading.current_thread() is threading.main_thread():   # where signals arrive
@@ -269,6 +273,8 @@ class _Signals:
         if self.received is not None:
             raise KeyboardInterrupt
         self.received = signum
+        if self.quiet:
+            return
         # os.write, not print: a handler that prints while the loop prints raises
         os.write(2, f"\n{signal.Signals(signum).name}: saving a checkpoint after this step "
                     f"(send it again to stop at once, without saving)\n".encode())

@@ -59,7 +59,12 @@ def launch(args) -> int:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-    return 128 - status if status < 0 else status
+    status = 128 - status if status < 0 else status
+    if status not in (0, 1, 2, 128 + signal.SIGINT, 128 + signal.SIGTERM):    # not said yet
+        print(f"nanonorm train: the job ended with status {status}: one of its {args.nproc} "
+              f"processes failed or was killed (mpiexec's report is above); {args.out}/ keeps "
+              f"its last checkpoint", file=sys.stderr)
+    return status
 
 
 def start_rank(args):
