@@ -5,6 +5,7 @@ Each check runs in a fresh interpreter, as a user's shell would start one.
 """
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -101,14 +102,27 @@ def test_the_suite_refuses_to_run_when_its_kernels_are_not_the_ones_running(env,
 def test_the_wheel_holds_the_kernels_and_runs_outside_the_tree(tmp_path):
     # the venv's own setuptools when it has one (no download); else pip fetches it to build
     flags = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    # from a clean copy of the tree: a checkout's stale build/ and *.egg-info (setuptools
+    # reuses them) once hid a package missing from setup.cfg's list
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        "build", "*.egg-info", ".venv*", "__pycache__", ".git", ".hypothesis", "dist"))
     python("-m", "pip", "wheel", "-q", "--no-deps", *flags, "-w", str(tmp_path / "dist"),
-           str(ROOT), cwd=tmp_path)
+           str(source), cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("nanonorm-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for member in ("nanonorm/kernels/cpu/layernorm.py", "nanonorm/kernels/cuda/layernorm.py",
                    "nanonorm/bench/core.py", "nanonorm/bench/__main__.py"):
         assert member in names
     assert not any(n.startswith(("kernels/", "bench/", "tests/")) for n in names)
+    # every module of the source tree is in the wheel (a package left out of setup.cfg's list
+    # imported fine from an editable install, whose finder reaches into the tree, and broke
+    # `pip install .`: nanonorm.specs)
+    for source in sorted((ROOT / "nanonorm").rglob("*.py")):
+        member = source.relative_to(ROOT).as_posix()
+        if "__pycache__" not in member and not source.relative_to(ROOT / "nanonorm").parts[0] \
+                in ("kernels", "bench"):
+            assert member in names, member
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)            # what pip install puts in site-packages
     env = {"PYTHONPATH": str(site)}
