@@ -30,7 +30,7 @@ import numpy as np
 from .backend import backend_name
 
 __all__ = ["Group", "init", "world", "launched_size", "local_size", "average_gradients",
-           "broadcast_parameters", "use_gpus", "BUCKET_BYTES"]
+           "broadcast_parameters", "use_gpus", "GradientReducer", "BUCKET_BYTES"]
 
 # gradients travel in buckets of about this many bytes (DDP's default): big enough for the
 # network's bandwidth, small enough that the next bucket is packed while one is in flight
@@ -235,6 +235,75 @@ def average_gradients(grads: dict, group: Group | None = None, *,
             grads[n][...] = xp.reshape(flat[start:start + size], grads[n].shape)
             start += size
     return grads
+
+
+class GradientReducer:
+    """average_gradients, started during the backward: `GPT.backward(on_ready=r.ready)` hands
+    over each block's gradients as they become final; a bucket whose gradients are all there
+    is packed and its reduce-scatter started (non-blocking), so it travels while the backward
+    goes on, as far as the MPI library progresses it (MPICH advances it whenever a later
+    bucket is started or tested); `finish(grads)` waits, all-gathers and writes the means
+    back. The result is average_gradients' bits (elementwise the same sums). `seconds` counts
+    the wall time spent inside MPI calls (a bench reads it)."""
+
+    def __init__(self, group: Group, order: list[str], sizes: dict, itemsize: int, *,
+                 bucket_bytes: int = BUCKET_BYTES):
+        self.group, self.seconds = group, 0.0
+        self.buckets, bucket, size = [], [], 0
+        for name in order:                          # the order the backward finishes them
+            bucket.append(name)
+            size += sizes[name] * itemsize
+            if size >= bucket_bytes:
+                self.buckets.append(bucket)
+                bucket, size = [], 0
+        if bucket:
+            self.buckets.append(bucket)
+        self.reset()
+
+    def reset(self) -> None:
+        self.done, self.started, self.pending = set(), 0, []    # pending: (flat, mine, request)
+
+    def ready(self, grads: dict, names) -> None:
+        self.done.update(names)
+        while self.started < len(self.buckets) and \
+                self.done.issuperset(self.buckets[self.started]):
+            self._start(grads, self.buckets[self.started])
+            self.started += 1
+
+    def _start(self, grads: dict, bucket) -> None:
+        import time
+
+        from mpi4py import MPI
+        flat = np.concatenate([grads[n].reshape(-1) for n in bucket])
+        part = -(-flat.shape[0] // self.group.size)
+        flat = _padded(flat, part * self.group.size) if part * self.group.size != flat.size \
+            else flat
+        mine = np.empty(part, flat.dtype)
+        t0 = time.perf_counter()
+        request = self.group.comm.Ireduce_scatter_block(flat, mine, op=MPI.SUM)
+        MPI.Request.Testall([p[2] for p in self.pending] + [request])   # progress
+        self.seconds += time.perf_counter() - t0
+        self.pending.append((flat, mine, request))
+
+    def finish(self, grads: dict) -> dict:
+        """Wait for every bucket, all-gather it and write the mean into `grads`."""
+        import time
+
+        from mpi4py import MPI
+        self.ready(grads, grads.keys())             # whatever was not handed over yet
+        t0 = time.perf_counter()
+        MPI.Request.Waitall([p[2] for p in self.pending])
+        for bucket, (flat, mine, _) in zip(self.buckets, self.pending):
+            self.group.comm.Allgather(mine, flat)
+            flat *= 1.0 / self.group.size
+            start = 0
+            for n in bucket:
+                size = grads[n].size
+                grads[n][...] = flat[start:start + size].reshape(grads[n].shape)
+                start += size
+        self.seconds += time.perf_counter() - t0
+        self.reset()
+        return grads
 
 
 def broadcast_parameters(params: dict, group: Group | None = None, root: int = 0) -> None:

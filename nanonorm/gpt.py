@@ -178,12 +178,19 @@ class GPT:
         self._cache = ModelCache(wte_c, wpe_c, blocks, lnf_c, head_c, loss_c)
         return logits, loss
 
-    def backward(self, dloss=1.0) -> dict[str, Array]:
-        """Gradients of the last forward's loss (times dloss), keyed like state_dict()."""
+    def backward(self, dloss=1.0, *, on_ready=None) -> dict[str, Array]:
+        """Gradients of the last forward's loss (times dloss), keyed like state_dict().
+
+        on_ready(grads, names), if given, is called as soon as the gradients of `names` are
+        final (ln_f's, then each block's from the last, then the embeddings'): a data-parallel
+        run starts sending them while the backward goes on (nanonorm.distributed)."""
+        if on_ready is not None and not callable(on_ready):
+            raise TypeError(f"on_ready must be callable or None, got {type(on_ready).__name__}")
         if self._cache is None:
             raise RuntimeError("backward needs a forward(idx, targets) first (once per forward)")
         c, self._cache = self._cache, None          # free the activations as soon as possible
         xp, g = self.xp, {}
+        ready = (lambda names: on_ready(g, names)) if on_ready else (lambda names: None)
         if c.loss is None:                          # the fused head: run in the forward
             check_dloss(dloss, c.head.dx)
             dx, dhead = scaled(c.head, dloss, xp)                       # (B, T, C), (C, V)
@@ -193,6 +200,7 @@ class GPT:
             del dlogits
         dx, g["transformer.ln_f.weight"], g["transformer.ln_f.bias"] = \
             F.layer_norm_backward(dx, c.ln_f)
+        ready(["transformer.ln_f.weight", "transformer.ln_f.bias"])
         blocks = c.blocks
         for i in reversed(range(self.config.n_layer)):
             block = blocks.pop()                    # its activations go when it is done
@@ -200,6 +208,7 @@ class GPT:
                 _, block = block_forward(xp, self.config, self._params, i, block)
             dx = block_backward(xp, self.config, i, dx, block, g)
             del block
+            ready([n for n in self._params if n.startswith(f"transformer.h.{i}.")])
         # positions are shared by every sequence of the batch: their gradient sums over B
         g["transformer.wpe.weight"] = F.embedding_backward(xp.sum(dx, axis=0), c.wpe)
         if self.config.tie_weights:
@@ -211,6 +220,8 @@ class GPT:
         else:
             g["transformer.wte.weight"] = F.embedding_backward(dx, c.wte)   # (V, C)
             g["lm_head.weight"] = xp.matrix_transpose(dhead)            # (V, C)
+        ready([n for n in self._params
+               if not n.startswith(("transformer.h.", "transformer.ln_f."))])  # embeddings
         return {name: g[name] for name in self._params}
 
     def _embed(self, idx: Array, start: int):

@@ -154,7 +154,8 @@ def test_dist_rows_through_the_main_bench(tmp_path, capsys):
                      "--json", str(out), "--plot", str(tmp_path / "r.png"), "--no-progress"])
     assert code == 0
     rows = json.loads(out.read_text())["distributed"]
-    assert [r["processes"] for r in rows] == [1, 2]
-    assert all(r["step_s"] > 0 and r["comm_s"] >= 0 for r in rows), rows
-    assert rows[0]["comm_s"] == 0 and rows[1]["comm_s"] > 0      # one process: no collective
+    assert [(r["processes"], r["sent"]) for r in rows] == [
+        (1, "-"), (2, "during it"), (2, "after the backward")]
+    assert all(r["step_s"] > 0 for r in rows), rows
+    assert rows[0]["comm_s"] == 0 and rows[1]["comm_s"] > 0 and rows[2]["comm_s"] > 0
     assert "in collectives" in capsys.readouterr().out

@@ -102,11 +102,12 @@ def test_four_splits_of_one_global_batch_are_one_run(tmp_path, capsys):
         options(tmp_path, "b", "--batch-size", "2", "--grad-accum", "2")))
     assert logged_losses(capsys.readouterr().out) == base
     for out, extra in (("c", ("--batch-size", "2")),
-                       ("d", ("--batch-size", "1", "--grad-accum", "2"))):
+                       ("d", ("--batch-size", "1", "--grad-accum", "2")),
+                       ("e", ("--batch-size", "1", "--grad-accum", "2", "--overlap-comm"))):
         printed = mpi_train(tmp_path, out, *extra)
         assert logged_losses(printed) == base, printed
         assert printed.count("val loss") == 1          # one rank logs
-    for out in "bcd":
+    for out in "bcde":
         assert_same_run(tmp_path / "a", tmp_path / out)
 
 
@@ -268,3 +269,53 @@ def test_nccl_sums_cupy_arrays_across_two_gpus(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [json.loads(r) for r in re.findall(r"\[[^\]]*\]", proc.stdout)] == \
         [[0, 3, 6, 9, 12]] * 2
+
+
+def test_backward_hands_over_every_gradient_once_as_it_becomes_final():
+    from nanonorm.gpt import GPTConfig
+    model = GPT(GPTConfig(n_layer=3, n_head=2, n_embd=8, vocab_size=13, block_size=7))
+    rng = np.random.default_rng(0)
+    idx, tgt = rng.integers(0, 13, (2, 5)), rng.integers(0, 13, (2, 5))
+    model.forward(idx, tgt, return_logits=False)
+    seen = []
+
+    def on_ready(g, names):
+        assert all(n in g for n in names)   # final when handed over: copy them now
+        seen.append((list(names), {n: np.array(g[n]) for n in names}))
+    grads = model.backward(on_ready=on_ready)
+    order = [n for names, _ in seen for n in names]
+    assert sorted(order) == sorted(grads) and len(order) == len(set(order))
+    assert seen[0][0] == ["transformer.ln_f.weight", "transformer.ln_f.bias"]
+    assert all(n.startswith("transformer.h.2.") for n in seen[1][0])      # the last block next
+    for _, copies in seen:                  # nothing changed after it was handed over
+        for n, a in copies.items():
+            np.testing.assert_array_equal(grads[n], a)
+    model.forward(idx, tgt)
+    with pytest.raises(TypeError, match="on_ready"):
+        model.backward(on_ready="later")
+
+
+@needs_mpi
+def test_gradients_sent_during_the_backward_equal_the_blocking_average(tmp_path):
+    path = tmp_path / "reducer.py"
+    path.write_text(
+        "import numpy as np\n"
+        "from nanonorm import distributed as dist\n"
+        "group = dist.init()\n"
+        "shapes = {f'p{i}': (3, 1000 * (i + 1)) for i in range(6)}   # one bucket each\n"
+        "grads = {n: np.random.default_rng([group.rank, i]).standard_normal(s).astype("
+        "np.float32) for i, (n, s) in enumerate(shapes.items())}\n"
+        "plain = dist.average_gradients({n: g.copy() for n, g in grads.items()}, group)\n"
+        "order = list(reversed(shapes))\n"
+        "r = dist.GradientReducer(group, order, {n: g.size for n, g in grads.items()}, 4,"
+        " bucket_bytes=30000)\n"
+        "r.ready(grads, order[:3])\n"
+        "started = r.started\n"
+        "r.finish(grads)\n"
+        "assert started >= 2 and len(r.buckets) > started, (started, len(r.buckets))\n"
+        "assert all(np.array_equal(grads[n], plain[n]) for n in grads)\n"
+        "print('ok', group.rank, flush=True)\n")
+    proc = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("ok") == 2

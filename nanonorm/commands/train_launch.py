@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..cli import UsageError
 
-__all__ = ["agreed", "launch", "start_rank", "step_gradients", "update"]
+__all__ = ["agreed", "launch", "reducer_for", "start_rank", "step_gradients", "update"]
 
 
 def _mpiexec() -> str:
@@ -104,18 +104,42 @@ def agreed(group, fn):
     return result
 
 
-def step_gradients(model, x, y, s: dict, group):
+def reducer_for(model, group, zero: bool):
+    """A GradientReducer sending the model's gradients during its backward, for a CPU run on
+    several ranks without ZeRO (which reduce-scatters in its own step); else None."""
+    from ..distributed import GradientReducer
+    if group.size == 1 or zero or model.device != "cpu":
+        return None
+    names = list(model.parameters())
+    blocks = [n for i in reversed(range(model.config.n_layer)) for n in names
+              if n.startswith(f"transformer.h.{i}.")]
+    ln_f = [n for n in names if n.startswith("transformer.ln_f.")]
+    order = ln_f + blocks + [n for n in names if n not in ln_f and n not in blocks]
+    sizes = {n: int(p.size) for n, p in model.parameters().items()}
+    itemsize = next(iter(model.parameters().values())).dtype.itemsize
+    return GradientReducer(group, order, sizes, itemsize)
+
+
+def step_gradients(model, x, y, s: dict, group, reducer=None):
     """(the global batch's mean loss, this rank's gradients: the mean over its micro-batches)
-    for the step's global batch x, y (G, T)."""
+    for the step's global batch x, y (G, T). With a reducer, the last micro-batch's backward
+    hands each block's summed gradients to it as they are final."""
     b, k_count = s["batch_size"], s["grad_accum"]
     total, grads = None, None
     for k in range(k_count):
         first = (group.rank * k_count + k) * b
         _, loss = model.forward(x[first:first + b], y[first:first + b], return_logits=False)
-        g = model.backward(1.0 / k_count)                   # 1.0 exactly for one micro-batch
+        hook = None
+        if reducer is not None and k == k_count - 1:
+            def hook(g, names, summed=grads):
+                if summed is not None:              # the earlier micro-batches' sums
+                    for name in names:
+                        summed[name] += g[name]
+                reducer.ready(g if summed is None else summed, names)
+        g = model.backward(1.0 / k_count, on_ready=hook)     # 1.0 exactly for one micro-batch
         if grads is None:
             grads = g
-        else:
+        elif hook is None:
             for name in grads:
                 grads[name] += g[name]
         total = loss if total is None else total + loss
@@ -125,14 +149,17 @@ def step_gradients(model, x, y, s: dict, group):
     return loss, grads
 
 
-def update(opt, grads: dict, max_norm: float, group):
+def update(opt, grads: dict, max_norm: float, group, reducer=None):
     """Average the ranks' gradients, clip them by their global norm, step; the norm."""
     from ..distributed import average_gradients
     from ..distributed_zero import ShardedAdamW
     from ..optim import clip_grad_norm
     if isinstance(opt, ShardedAdamW):
         return opt.step(grads, max_norm)
-    average_gradients(grads, group)
+    if reducer is not None:
+        reducer.finish(grads)
+    else:
+        average_gradients(grads, group)
     norm = clip_grad_norm(grads, max_norm)
     opt.step(grads)
     return norm
