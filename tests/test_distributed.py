@@ -319,3 +319,23 @@ def test_gradients_sent_during_the_backward_equal_the_blocking_average(tmp_path)
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("ok") == 2
+
+
+def test_zero1_on_one_process_is_the_plain_run(tmp_path, capsys):
+    plain = train_cmd.train(cli.build_parser().parse_args(options(tmp_path, "a")))
+    zero = train_cmd.train(cli.build_parser().parse_args(options(tmp_path, "b", "--zero", "1")))
+    np.testing.assert_allclose(zero, plain, rtol=1e-12)
+    assert_same_run(tmp_path / "a", tmp_path / "b", rtol=1e-12)
+    capsys.readouterr()
+
+
+def test_nproc_without_mpi_is_a_usage_error_naming_the_extra(tmp_path, monkeypatch, capsys):
+    # a venv without the dist extra: no mpiexec beside the interpreter, none on PATH
+    from nanonorm.commands import train_launch
+    monkeypatch.setattr(train_launch.sys, "executable", str(tmp_path / "bin" / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(options(tmp_path, "a") + ["--nproc", "2"])
+    assert stop.value.code == 2
+    assert 'pip install "nanonorm[dist]"' in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
