@@ -4,7 +4,8 @@ The parameters, laid end to end in name order, are cut into one contiguous shard
 A step reduce-scatters the summed gradients (each rank receives the mean of its shard only),
 clips them by the global norm (the shards' squared norms added in rank order, the same on
 every rank), runs the ordinary AdamW update on its shard (views into the parameters), and
-all-gathers the updated shards. Each rank holds 2·P/N moments instead of 2·P; the update is
+all-gathers the updated shards; both collectives go in chunks of the flat space, so no rank
+holds a flat copy of all gradients or parameters. Each rank holds 2·P/N moments instead of 2·P; the update is
 AdamW's elementwise formula on the same numbers as an unsharded step, so the run matches one
 within the rounding of the norm. `state_dict()` gathers the whole moments on rank 0, in
 AdamW's format: a checkpoint does not depend on how many ranks wrote it.
@@ -51,6 +52,7 @@ class ShardedAdamW:
                            no_decay=[n for n in no_decay if n in views])
         self.all_no_decay = frozenset(no_decay)
         self.steps_done = 0
+        self.layout = _Layout(self.names, sizes)
 
     @property
     def lr(self) -> float:
@@ -66,13 +68,7 @@ class ShardedAdamW:
         their global norm; returns that norm (before clipping) as a 0-d array."""
         xp, g = self.xp, self.group
         dt = self.params[self.names[0]].dtype
-        flat = xp.zeros(self.part * g.size, dtype=dt)
-        start = 0
-        for name in self.names:
-            size = int(self.params[name].size)
-            flat[start:start + size] = _flat(grads[name])
-            start += size
-        mine = self._reduce_scatter(flat)                           # (part,) summed
+        mine = self._reduce_scatter(grads)                          # (part,) summed
         mine *= dt.type(1.0 / g.size)
         used = sum(b - a for _, a, b in self.segments)
         local = float(xp.sum(xp.astype(mine[:used], xp.float64) ** 2))
@@ -90,13 +86,30 @@ class ShardedAdamW:
         self._gather_parameters()
         return xp.asarray(norm, dtype=dt)
 
-    def _reduce_scatter(self, flat):
+    def _chunks(self):
+        """[c0, c1) ranges of the padded flat parameter space, CHUNK elements each, with the
+        elements of each that every rank's shard holds (recvcounts) and where they start."""
+        g, part = self.group, self.part
+        for c0 in range(0, part * g.size, CHUNK):
+            c1 = min(part * g.size, c0 + CHUNK)
+            counts = [max(0, min(c1, (r + 1) * part) - max(c0, r * part)) for r in range(g.size)]
+            yield c0, c1, counts, [sum(counts[:r]) for r in range(g.size)]
+
+    def _reduce_scatter(self, grads: dict):
+        """This rank's shard of Σ_ranks grads, one chunk of the flat gradients at a time (a
+        flat copy of all of them would cost a rank P more floats at its peak)."""
         g = self.group
+        mine = self.xp.zeros(self.part, dtype=self._dtype())        # this rank's sums
         if g.size == 1:
-            return flat
+            self.layout.read(grads, 0, self.total, mine)
+            return mine
         from mpi4py import MPI
-        mine = np.empty(self.part, flat.dtype)                      # this rank's sums
-        g.comm.Reduce_scatter_block(flat, mine, op=MPI.SUM)
+        lo = g.rank * self.part
+        for c0, c1, counts, _ in self._chunks():
+            send = np.zeros(c1 - c0, self._dtype())
+            self.layout.read(grads, c0, min(c1, self.total), send)
+            start = max(c0, lo) - lo
+            g.comm.Reduce_scatter(send, mine[start:start + counts[g.rank]], counts, op=MPI.SUM)
         return mine
 
     def _packed(self, pieces):
@@ -110,13 +123,18 @@ class ShardedAdamW:
         return out
 
     def _gather_parameters(self) -> None:
+        """Every rank's updated shard into every rank's parameters, a chunk at a time."""
         g = self.group
         if g.size == 1:
             return
-        full = np.empty(self.part * g.size, self._dtype())
-        g.comm.Allgather(self._packed(_flat(self.params[n])[a:b] for n, a, b in self.segments),
-                         full)
-        self._scatter_into(full, self.params)
+        lo = g.rank * self.part
+        for c0, c1, counts, displs in self._chunks():
+            a = max(c0, lo)
+            piece = np.zeros(counts[g.rank], self._dtype())          # this rank's part of it
+            self.layout.read(self.params, a, min(a + piece.size, self.total), piece)
+            chunk = np.empty(c1 - c0, self._dtype())
+            g.comm.Allgatherv(piece, [chunk, (counts, displs)])
+            self.layout.write(self.params, c0, min(c1, self.total), chunk)
 
     def _dtype(self):
         return self.params[self.names[0]].dtype
@@ -179,6 +197,35 @@ class ShardedAdamW:
 
 def _flat(a):
     return a.reshape(-1)
+
+
+# elements per chunk of the sharded step's collectives (25 MB of float32, DDP's bucket)
+CHUNK = 25 << 18
+
+
+class _Layout:
+    """The parameters laid end to end in name order: copy a flat range [a, b) out of a dict of
+    arrays, or into it."""
+
+    def __init__(self, names, sizes):
+        self.spans, start = [], 0
+        for name, size in zip(names, sizes):
+            self.spans.append((name, start, start + size))
+            start += size
+
+    def _overlaps(self, a: int, b: int):
+        for name, s0, s1 in self.spans:
+            lo, hi = max(a, s0), min(b, s1)
+            if lo < hi:
+                yield name, lo - s0, hi - s0, lo - a
+
+    def read(self, arrays: dict, a: int, b: int, out) -> None:
+        for name, i0, i1, at in self._overlaps(a, b):
+            out[at:at + i1 - i0] = _flat(arrays[name])[i0:i1]
+
+    def write(self, arrays: dict, a: int, b: int, src) -> None:
+        for name, i0, i1, at in self._overlaps(a, b):
+            _flat(arrays[name])[i0:i1] = src[at:at + i1 - i0]
 
 
 def shard_optimizer(opt: AdamW, group: Group) -> ShardedAdamW:
