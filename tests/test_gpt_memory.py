@@ -175,10 +175,12 @@ def test_fused_head_never_holds_the_logits_or_their_gradient_whole(small_row_blo
 @pytest.mark.parametrize("impl", ["reference", "numba"])
 def test_attention_keeps_what_its_implementation_promises(impl):
     # the Numba kernel keeps the row log-sum-exp, never (T, T): its fwd+bwd peak grows
-    # linearly in T; the reference keeps p, (T, T)
+    # linearly in T (4x from T=512 to 2048; how many head groups' scratch tiles coexist
+    # depends on the threads' timing, so up to 8x is allowed, against 16x for (T, T)); the
+    # reference keeps p, (T, T)
     from nanonorm import functional as F
     peaks = {}
-    for t in (256, 1024):
+    for t in (512, 2048):
         rng = np.random.default_rng(0)
         q, k, v, dy = (rng.standard_normal((1, 2, t, 16), np.float32) for _ in range(4))
 
@@ -188,11 +190,11 @@ def test_attention_keeps_what_its_implementation_promises(impl):
         with nanonorm.use_impl(impl):
             call()
             peaks[t] = _traced(call)[1]
-    scores = 2 * 1024 * 1024 * 4                                  # (H, T, T) float32 at T=1024
+    scores = 2 * 2048 * 2048 * 4                                  # (H, T, T) float32 at T=2048
     if impl == "numba":
-        assert peaks[1024] < scores / 2 and peaks[1024] < 6 * peaks[256], peaks
+        assert peaks[2048] < scores / 4 and peaks[2048] < 8 * peaks[512], peaks
     else:
-        assert peaks[1024] > scores and peaks[1024] > 10 * peaks[256], peaks
+        assert peaks[2048] > scores and peaks[2048] > 12 * peaks[512], peaks
 
 
 def test_a_forward_without_targets_keeps_no_block_activations():
