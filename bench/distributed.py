@@ -17,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 SIZE = dict(B=4, T=256, preset="gpt2")
 QUICK = dict(B=4, T=16, preset="tiny")
@@ -73,7 +72,8 @@ def rows(quick: bool = False, steps: int = 3, nprocs=(1, 2, "2-after")) -> list[
     """One row per process count, each in fresh processes; the cores split evenly. "2-after":
     2 processes sending the gradients after the backward (average_gradients) instead of
     during it."""
-    mpiexec = Path(sys.executable).parent / "mpiexec"
+    from nanonorm.distributed import mpiexec_path
+    mpiexec = mpiexec_path()
     cores = len(os.sched_getaffinity(0))
     out = []
     for spec in nprocs:
@@ -81,10 +81,10 @@ def rows(quick: bool = False, steps: int = 3, nprocs=(1, 2, "2-after")) -> list[
         cmd = [sys.executable, "-m", f"{__package__}.distributed", "--child",
                "--steps", str(steps)] + ["--quick"] * quick + ["--after"] * after
         if n > 1:
-            if not mpiexec.exists():
+            if mpiexec is None:
                 out.append(dict(processes=n, error="no mpiexec: pip install \"nanonorm[dist]\""))
                 continue
-            cmd = [str(mpiexec), "-n", str(n)] + cmd
+            cmd = [mpiexec, "-n", str(n)] + cmd
         env = dict(os.environ, NANONORM_NUM_THREADS=str(max(1, cores // n)))
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode:

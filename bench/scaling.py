@@ -12,28 +12,19 @@ kept, never (T, T)); the step's time grows as B, and as T plus attention's T² s
 from __future__ import annotations
 
 import math
-import statistics
-import time
 import tracemalloc
 
 import numpy as np
 
 import nanonorm
 
+from .timing import median_time
+
 ATTENTION_T = (256, 512, 1024, 2048, 4096)
 ATTENTION_T_QUICK = (16, 32, 64)
 HEADS, HEAD_SIZE = 12, 64
 STEP_B, STEP_T = (1, 2, 4, 8), (128, 256, 512, 1024)
 STEP_QUICK_B, STEP_QUICK_T = (1, 2), (8, 16)
-
-
-def _median_s(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _peak_bytes(fn) -> int:
@@ -61,7 +52,7 @@ def attention_rows(quick: bool = False, reps: int = 3) -> list[dict]:
             F.scaled_dot_product_attention_backward(dy, cache)
         with nanonorm.use_impl("numba"):
             call()                                              # compile, warm
-            seconds = _median_s(call, reps)
+            seconds = median_time(call, reps)[0]
             peak = _peak_bytes(call)
         flops = 3.5 * 2 * heads * t * t * d                     # the bench's fwd+bwd model
         rows.append(dict(sweep="attention", B=1, H=heads, T=t, d=d, seconds=seconds,
@@ -87,7 +78,7 @@ def step_rows(quick: bool = False, reps: int = 2) -> list[dict]:
                 model.forward(idx, tgt, return_logits=False)
                 opt.step(model.backward())
             call()                                              # warm
-            seconds = _median_s(call, reps)
+            seconds = median_time(call, reps)[0]
             rows.append(dict(sweep=sweep, B=b, T=t, seconds=seconds,
                              tokens_per_s=b * t / seconds, peak_MiB=_peak_bytes(call) / 2**20))
     return rows

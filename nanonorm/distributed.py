@@ -27,10 +27,11 @@ import sys
 
 import numpy as np
 
-from .backend import backend_name
+from .backend import array_namespace, backend_name
 
 __all__ = ["Group", "init", "world", "launched_size", "local_size", "average_gradients",
-           "broadcast_parameters", "use_gpus", "GradientReducer", "BUCKET_BYTES"]
+           "broadcast_parameters", "use_gpus", "GradientReducer", "mpiexec_path",
+           "BUCKET_BYTES"]
 
 # gradients travel in buckets of about this many bytes (DDP's default): big enough for the
 # network's bandwidth, small enough that the next bucket is packed while one is in flight
@@ -46,6 +47,15 @@ def _env_int(names) -> int | None:
         if value.isdigit() and int(value) > 0:
             return int(value)
     return None
+
+
+def mpiexec_path() -> str | None:
+    """The MPI launcher: the mpich wheel's beside this interpreter (the dist extra), else the
+    first on PATH; None without one."""
+    import shutil
+    from pathlib import Path
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
 
 
 def launched_size() -> int:
@@ -202,16 +212,33 @@ def _abort_on_uncaught_exception(group: Group) -> None:
     sys.excepthook = hook
 
 
-def _buckets(names, grads: dict, limit: int):
-    bucket, size = [], 0
-    for name in names:
-        bucket.append(name)
-        size += grads[name].nbytes
-        if size >= limit:
-            yield bucket
-            bucket, size = [], 0
-    if bucket:
-        yield bucket
+class _Buckets:
+    """Names grouped, in the order they come, into buckets of about `limit` bytes: the same
+    buckets on every rank, since every rank hands them over in the same order."""
+
+    def __init__(self, limit: int):
+        self.limit, self.names, self.bytes = limit, [], 0
+
+    def add(self, name: str, nbytes: int) -> list | None:
+        """The bucket this name fills, or None while it is still open."""
+        self.names.append(name)
+        self.bytes += nbytes
+        return self.close() if self.bytes >= self.limit else None
+
+    def close(self) -> list | None:
+        """The open bucket (None if empty), and a new one begun."""
+        bucket, self.names, self.bytes = self.names, [], 0
+        return bucket or None
+
+
+def _unpack(flat, grads: dict, names, scale: float) -> None:
+    """grads[n] = scale · its part of flat, for the names packed end to end into flat."""
+    flat *= scale
+    start = 0
+    for n in names:
+        size = grads[n].size
+        grads[n][...] = flat[start:start + size].reshape(grads[n].shape)
+        start += size
 
 
 def average_gradients(grads: dict, group: Group | None = None, *,
@@ -223,52 +250,41 @@ def average_gradients(grads: dict, group: Group | None = None, *,
     group = group or world()
     if group.size == 1:
         return grads
-    scale = 1.0 / group.size
-    xp = _namespace(grads)
-    for bucket in _buckets(reversed(list(grads)), grads, bucket_bytes):
+    xp = array_namespace(*grads.values())
+    open_bucket, buckets = _Buckets(bucket_bytes), []
+    for name in reversed(list(grads)):
+        buckets.append(open_bucket.add(name, grads[name].nbytes))
+    buckets.append(open_bucket.close())
+    for bucket in filter(None, buckets):
         flat = xp.concatenate([xp.reshape(grads[n], (-1,)) for n in bucket])
         group.sum_flat(flat)
-        flat *= scale
-        start = 0
-        for n in bucket:
-            size = grads[n].size
-            grads[n][...] = xp.reshape(flat[start:start + size], grads[n].shape)
-            start += size
+        _unpack(flat, grads, bucket, 1.0 / group.size)
     return grads
 
 
 class GradientReducer:
     """average_gradients, started during the backward: `GPT.backward(on_ready=r.ready)` hands
-    over each block's gradients as they become final; a bucket whose gradients are all there
-    is packed and its reduce-scatter started (non-blocking), so it travels while the backward
-    goes on, as far as the MPI library progresses it (MPICH advances it whenever a later
-    bucket is started or tested); `finish(grads)` waits, all-gathers and writes the means
-    back. The result is average_gradients' bits (elementwise the same sums). `seconds` counts
-    the wall time spent inside MPI calls (a bench reads it)."""
+    over each block's gradients as they become final; they fill buckets in that order, and a
+    full bucket is packed and its reduce-scatter started (non-blocking), so it travels while
+    the backward goes on, as far as the MPI library progresses it (MPICH advances it whenever
+    a later bucket is started or tested); `finish(grads)` sends the rest, waits, all-gathers
+    and writes the means back. The result is average_gradients' bits (elementwise the same
+    sums). `seconds` counts the wall time spent inside MPI calls (a bench reads it)."""
 
-    def __init__(self, group: Group, order: list[str], sizes: dict, itemsize: int, *,
-                 bucket_bytes: int = BUCKET_BYTES):
-        self.group, self.seconds = group, 0.0
-        self.buckets, bucket, size = [], [], 0
-        for name in order:                          # the order the backward finishes them
-            bucket.append(name)
-            size += sizes[name] * itemsize
-            if size >= bucket_bytes:
-                self.buckets.append(bucket)
-                bucket, size = [], 0
-        if bucket:
-            self.buckets.append(bucket)
+    def __init__(self, group: Group, *, bucket_bytes: int = BUCKET_BYTES):
+        self.group, self.bucket_bytes, self.seconds = group, bucket_bytes, 0.0
         self.reset()
 
     def reset(self) -> None:
-        self.done, self.started, self.pending = set(), 0, []    # pending: (flat, mine, request)
+        self.done, self.open = set(), _Buckets(self.bucket_bytes)
+        self.pending = []                           # (names, flat, mine, request) per bucket
 
     def ready(self, grads: dict, names) -> None:
-        self.done.update(names)
-        while self.started < len(self.buckets) and \
-                self.done.issuperset(self.buckets[self.started]):
-            self._start(grads, self.buckets[self.started])
-            self.started += 1
+        for name in names:
+            self.done.add(name)
+            bucket = self.open.add(name, grads[name].nbytes)
+            if bucket:
+                self._start(grads, bucket)
 
     def _start(self, grads: dict, bucket) -> None:
         import time
@@ -281,26 +297,24 @@ class GradientReducer:
         mine = np.empty(part, flat.dtype)
         t0 = time.perf_counter()
         request = self.group.comm.Ireduce_scatter_block(flat, mine, op=MPI.SUM)
-        MPI.Request.Testall([p[2] for p in self.pending] + [request])   # progress
+        MPI.Request.Testall([p[3] for p in self.pending] + [request])   # progress
         self.seconds += time.perf_counter() - t0
-        self.pending.append((flat, mine, request))
+        self.pending.append((bucket, flat, mine, request))
 
     def finish(self, grads: dict) -> dict:
         """Wait for every bucket, all-gather it and write the mean into `grads`."""
         import time
 
         from mpi4py import MPI
-        self.ready(grads, grads.keys())             # whatever was not handed over yet
+        self.ready(grads, [n for n in grads if n not in self.done])  # not handed over yet
+        last = self.open.close()
+        if last:
+            self._start(grads, last)
         t0 = time.perf_counter()
-        MPI.Request.Waitall([p[2] for p in self.pending])
-        for bucket, (flat, mine, _) in zip(self.buckets, self.pending):
+        MPI.Request.Waitall([p[3] for p in self.pending])
+        for bucket, flat, mine, _ in self.pending:
             self.group.comm.Allgather(mine, flat)
-            flat *= 1.0 / self.group.size
-            start = 0
-            for n in bucket:
-                size = grads[n].size
-                grads[n][...] = flat[start:start + size].reshape(grads[n].shape)
-                start += size
+            _unpack(flat, grads, bucket, 1.0 / self.group.size)
         self.seconds += time.perf_counter() - t0
         self.reset()
         return grads
@@ -320,10 +334,3 @@ def broadcast_parameters(params: dict, group: Group | None = None, root: int = 0
         else:
             group.comm.Bcast(p, root=root)
 
-
-def _namespace(grads: dict):
-    first = next(iter(grads.values()))
-    if backend_name(first) == "cupy":
-        import cupy
-        return cupy
-    return np

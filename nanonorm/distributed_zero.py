@@ -33,14 +33,10 @@ class ShardedAdamW:
         sizes = [int(params[n].size) for n in self.names]
         self.total = sum(sizes)
         self.part = -(-self.total // group.size)                    # padded shard length
+        self.layout = _Layout(self.names, sizes)
         lo, hi = group.rank * self.part, min(self.total, (group.rank + 1) * self.part)
-        self.segments = []                  # (name, start, stop) within the flat parameter
-        start = 0
-        for name, size in zip(self.names, sizes):
-            a, b = max(lo, start), min(hi, start + size)
-            if a < b:
-                self.segments.append((name, a - start, b - start))
-            start += size
+        # (name, start, stop) within each parameter, flat: this rank's shard
+        self.segments = [(n, a, b) for n, a, b, _ in self.layout.overlaps(lo, hi)]
         for name in self.names:
             if not getattr(params[name], "flags", {"C_CONTIGUOUS": True})["C_CONTIGUOUS"]:
                 raise ValueError(f"parameter {name!r} must be C-contiguous: its shard is "
@@ -52,7 +48,6 @@ class ShardedAdamW:
                            no_decay=[n for n in no_decay if n in views])
         self.all_no_decay = frozenset(no_decay)
         self.steps_done = 0
-        self.layout = _Layout(self.names, sizes)
 
     @property
     def lr(self) -> float:
@@ -139,13 +134,6 @@ class ShardedAdamW:
     def _dtype(self):
         return self.params[self.names[0]].dtype
 
-    def _scatter_into(self, full, arrays: dict) -> None:
-        start = 0
-        for name in self.names:
-            size = int(arrays[name].size)
-            arrays[name][...] = full[start:start + size].reshape(arrays[name].shape)
-            start += size
-
     def state_dict(self) -> dict:
         """AdamW's state_dict on rank 0, the moments gathered whole (a collective: every rank
         calls it; the others get None for the moments)."""
@@ -161,7 +149,7 @@ class ShardedAdamW:
                 self.group.comm.Gather(local, gathered, root=0)
             if self.group.rank == 0:
                 arrays = {n: np.empty(self.params[n].shape, self._dtype()) for n in self.names}
-                self._scatter_into(gathered, arrays)
+                self.layout.write(arrays, 0, self.total, gathered)
                 full[key] = arrays
             else:
                 full[key] = None
@@ -213,18 +201,19 @@ class _Layout:
             self.spans.append((name, start, start + size))
             start += size
 
-    def _overlaps(self, a: int, b: int):
+    def overlaps(self, a: int, b: int):
+        """(name, start, stop within it, offset from a) of each array meeting [a, b)."""
         for name, s0, s1 in self.spans:
             lo, hi = max(a, s0), min(b, s1)
             if lo < hi:
                 yield name, lo - s0, hi - s0, lo - a
 
     def read(self, arrays: dict, a: int, b: int, out) -> None:
-        for name, i0, i1, at in self._overlaps(a, b):
+        for name, i0, i1, at in self.overlaps(a, b):
             out[at:at + i1 - i0] = _flat(arrays[name])[i0:i1]
 
     def write(self, arrays: dict, a: int, b: int, src) -> None:
-        for name, i0, i1, at in self._overlaps(a, b):
+        for name, i0, i1, at in self.overlaps(a, b):
             _flat(arrays[name])[i0:i1] = src[at:at + i1 - i0]
 
 

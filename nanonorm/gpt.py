@@ -20,7 +20,7 @@ from .backend import (Array, array_namespace, backend_name, get_namespace, norma
                       scatter_add_rows)
 from .gpt_block import BlockCache, KVCache, block_backward, block_forward
 from .gpt_config import GPTConfig, parameter_shapes
-from .gpt_head import check_dloss, loss_and_head_gradient, scaled
+from .gpt_head import loss_and_head_gradient, scaled
 
 __all__ = ["GPT", "GPTConfig", "KVCache"]
 
@@ -192,7 +192,7 @@ class GPT:
         xp, g = self.xp, {}
         ready = (lambda names: on_ready(g, names)) if on_ready else (lambda names: None)
         if c.loss is None:                          # the fused head: run in the forward
-            check_dloss(dloss, c.head.dx)
+            check.scalar_gradient("dloss", dloss, c.head.dx, "the loss")
             dx, dhead = scaled(c.head, dloss, xp)                       # (B, T, C), (C, V)
         else:
             dlogits = F.cross_entropy_backward(dloss, c.loss)           # (B, T, V)

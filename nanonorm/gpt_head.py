@@ -10,14 +10,13 @@ ops (linear, cross_entropy) on a slice, so every implementation runs it.
 """
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 from . import functional as F
 from . import validate as check
 from .backend import Array, array_device
 
-__all__ = ["HeadGradient", "ROW_BLOCK_BYTES", "check_dloss", "loss_and_head_gradient", "scaled"]
+__all__ = ["HeadGradient", "ROW_BLOCK_BYTES", "loss_and_head_gradient", "scaled"]
 
 # logits of one block of rows: big enough for full-speed matmuls (hundreds of rows at V=50257),
 # small beside the activations
@@ -75,14 +74,6 @@ def scaled(g: HeadGradient, dloss, xp) -> HeadGradient:
     return HeadGradient(g.dx * s, g.dweight * s)
 
 
-def check_dloss(dloss, like: Array) -> None:
-    """dloss is a real number, or a 0-d array of the loss's library and dtype."""
-    if isinstance(dloss, numbers.Real) and not isinstance(dloss, bool):
-        return
-    check.gradient("dloss", dloss, like, "the loss")
-    check.shape("dloss", dloss, (), " (a scalar)")
-
-
 def _is_one(dloss) -> bool:
-    return isinstance(dloss, numbers.Real) and float(dloss) == 1.0
+    return check.is_real(dloss) and float(dloss) == 1.0
 

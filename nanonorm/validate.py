@@ -93,6 +93,14 @@ def is_integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def scalar_gradient(name: str, value, like: Array, like_name: str) -> None:
+    """The upstream gradient of a scalar: a real number, or a 0-d array of like's library and
+    dtype."""
+    if not is_real(value):
+        gradient(name, value, like, like_name)
+        shape(name, value, (), " (a scalar)")
+
+
 def is_real(value) -> bool:
     """A real number of any type (int, float, numpy.float32, ...), bool excluded; NaN and inf
     included (ranges are each caller's to check)."""

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from ..cli import UsageError
 
@@ -24,8 +22,8 @@ __all__ = ["agreed", "launch", "reducer_for", "start_rank", "step_gradients", "u
 
 
 def _mpiexec() -> str:
-    beside = Path(sys.executable).parent / "mpiexec"      # the mpich wheel's, in this venv
-    found = str(beside) if beside.exists() else shutil.which("mpiexec")
+    from ..distributed import mpiexec_path
+    found = mpiexec_path()
     if found is None or importlib.util.find_spec("mpi4py") is None:
         raise UsageError("argument --nproc: needs MPI (mpiexec) and mpi4py: pip install "
                          "\"nanonorm[dist]\"")
@@ -110,14 +108,20 @@ def reducer_for(model, group, zero: bool):
     from ..distributed import GradientReducer
     if group.size == 1 or zero or model.device != "cpu":
         return None
-    names = list(model.parameters())
-    blocks = [n for i in reversed(range(model.config.n_layer)) for n in names
-              if n.startswith(f"transformer.h.{i}.")]
-    ln_f = [n for n in names if n.startswith("transformer.ln_f.")]
-    order = ln_f + blocks + [n for n in names if n not in ln_f and n not in blocks]
-    sizes = {n: int(p.size) for n, p in model.parameters().items()}
-    itemsize = next(iter(model.parameters().values())).dtype.itemsize
-    return GradientReducer(group, order, sizes, itemsize)
+    return GradientReducer(group)       # buckets fill in the order the backward hands over
+
+
+def _collector(summed: dict | None, reducer):
+    """on_ready for one micro-batch's backward: its gradients, as each becomes final, added
+    into the earlier micro-batches' sums (none for the first), and the sums handed to the
+    reducer (given for the last micro-batch)."""
+    def collect(g: dict, names) -> None:
+        if summed is not None:
+            for name in names:
+                summed[name] += g[name]
+        if reducer is not None:
+            reducer.ready(g if summed is None else summed, names)
+    return collect
 
 
 def step_gradients(model, x, y, s: dict, group, reducer=None):
@@ -129,19 +133,10 @@ def step_gradients(model, x, y, s: dict, group, reducer=None):
     for k in range(k_count):
         first = (group.rank * k_count + k) * b
         _, loss = model.forward(x[first:first + b], y[first:first + b], return_logits=False)
-        hook = None
-        if reducer is not None and k == k_count - 1:
-            def hook(g, names, summed=grads):
-                if summed is not None:              # the earlier micro-batches' sums
-                    for name in names:
-                        summed[name] += g[name]
-                reducer.ready(g if summed is None else summed, names)
-        g = model.backward(1.0 / k_count, on_ready=hook)     # 1.0 exactly for one micro-batch
-        if grads is None:
-            grads = g
-        elif hook is None:
-            for name in grads:
-                grads[name] += g[name]
+        send = reducer if k == k_count - 1 else None
+        g = model.backward(1.0 / k_count,                    # 1.0 exactly for one micro-batch
+                           on_ready=_collector(grads, send))
+        grads = g if grads is None else grads
         total = loss if total is None else total + loss
     loss = total if k_count == 1 else total / k_count
     if group.size > 1:

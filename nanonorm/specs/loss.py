@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
@@ -36,9 +35,7 @@ def cross_entropy_args(logits: Array, targets: Array) -> Call:
 def cross_entropy_grad_args(dloss, cache: loss.CrossEntropyCache) -> Call:
     """dlogits for an upstream gradient `dloss` of the scalar loss (1.0 for the loss itself)."""
     check.cache_type("cache", cache, loss.CrossEntropyCache)
-    if not isinstance(dloss, numbers.Real) or isinstance(dloss, bool):
-        check.gradient("dloss", dloss, cache.logits, "logits")
-        check.shape("dloss", dloss, (), " (a scalar)")
+    check.scalar_gradient("dloss", dloss, cache.logits, "logits")
     return Call(cache.logits, (dloss, cache), {})
 
 
