@@ -9,10 +9,12 @@ from __future__ import annotations
 import importlib
 
 from . import functional
+from .device_checks import check_pending
 from .dispatch import use_impl
 
 __version__ = "0.1.0"
-__all__ = ["GPT", "GPTConfig", "functional", "optim", "testing", "use_impl", "__version__"]
+__all__ = ["GPT", "GPTConfig", "check_pending", "functional", "optim", "testing", "use_impl",
+           "__version__"]
 
 # Heavier pieces load on first use, so `import nanonorm` stays quick.
 _LAZY = {"GPT": ("nanonorm.gpt", "GPT"), "GPTConfig": ("nanonorm.gpt", "GPTConfig"),

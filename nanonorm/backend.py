@@ -23,7 +23,7 @@ Array = Any  # any Array API array: numpy.ndarray, cupy.ndarray, array_api_stric
 
 __all__ = [
     "Array", "array_namespace", "array_device", "is_numpy_array", "is_cupy_array",
-    "backend_name", "to_numpy", "scatter_add_rows", "normal", "get_namespace",
+    "backend_name", "on_host", "to_numpy", "scatter_add_rows", "normal", "get_namespace",
 ]
 
 
@@ -72,6 +72,18 @@ def backend_name(x: Array) -> str:
     if is_torch_array(x):
         return "torch"
     return type(x).__module__.split(".")[0]
+
+
+def on_host(x: Array) -> bool:
+    """Whether reading x's values costs no device sync: NumPy, torch on the CPU,
+    array_api_strict's CPU device (its other devices stand in for a GPU in tests)."""
+    if is_numpy_array(x):
+        return True
+    if is_cupy_array(x):
+        return False
+    if is_torch_array(x):
+        return x.device.type == "cpu"
+    return "CPU" in str(array_device(x)).upper()
 
 
 def to_numpy(x: Array) -> np.ndarray:

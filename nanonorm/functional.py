@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import inspect
 
-from . import opspec
+from . import device_checks, opspec
 from .dispatch import resolve
 
 __all__: list[str] = []
@@ -45,6 +45,7 @@ def _functions(spec: opspec.OpSpec) -> dict:
     forward_name, backward_name = spec.forward_name, spec.backward_name
 
     def forward(*args, **kwargs):
+        device_checks.poll()                # an earlier call's device check, if it failed
         call = check_forward(*args, **kwargs)
         return resolve(forward_name, call.on)(*call.args, **call.kwargs)
 

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import device_checks
 from . import functional as F
 from . import validate as check
 from .backend import (Array, array_namespace, backend_name, get_namespace, normal,
@@ -158,6 +159,10 @@ class GPT:
             targets = self.token_ids("targets", targets)
             check.shape("targets", targets, idx.shape, " (the shape of idx)")
         self._cache = None
+        with device_checks.trusted():       # the ids are checked: the ops need not again
+            return self._forward(idx, targets, return_logits)
+
+    def _forward(self, idx: Array, targets: Array | None, return_logits: bool):
         x, wte_c, wpe_c = self._embed(idx, 0)                           # (B, T, C)
         blocks = []                         # what the backward needs: nothing without targets
         for i in range(self.config.n_layer):
@@ -257,9 +262,10 @@ class GPT:
                              f"exceed block_size {self.config.block_size}")
         if kv.k[0].shape[0] != idx.shape[0]:
             raise ValueError(f"idx has batch {idx.shape[0]} but the KV cache {kv.k[0].shape[0]}")
-        x, _, _ = self._embed(idx, kv.length)                           # (B, T, C)
-        for i in range(self.config.n_layer):
-            x, _ = block_forward(self.xp, self.config, self._params, i, x, kv)
+        with device_checks.trusted():
+            x, _, _ = self._embed(idx, kv.length)                       # (B, T, C)
+            for i in range(self.config.n_layer):
+                x, _ = block_forward(self.xp, self.config, self._params, i, x, kv)
         kv.length += idx.shape[1]
         logits, _, _ = self._head(x[:, -1:, :])                         # (B, 1, V)
         return logits[:, 0, :], kv
@@ -320,19 +326,19 @@ class GPT:
         if isinstance(ids, (list, tuple)):
             ids = np.asarray(ids)
         xp = array_namespace(ids, names=(name,))
-        if backend_name(ids) != backend_name(self._params["transformer.wte.weight"]):
-            if backend_name(ids) != "numpy":
-                raise TypeError(f"{name} is a {backend_name(ids)} array but the model runs on "
-                                f"{self.device}; pass NumPy ids or ids on the model's device")
-            ids = self.xp.asarray(ids)      # host ids to the device, once per call
-            xp = self.xp
+        upload = backend_name(ids) != backend_name(self._params["transformer.wte.weight"])
+        if upload and backend_name(ids) != "numpy":
+            raise TypeError(f"{name} is a {backend_name(ids)} array but the model runs on "
+                            f"{self.device}; pass NumPy ids or ids on the model's device")
         check.integer(xp, name, ids)
         if ids.ndim != 2:
             raise ValueError(f"{name} must have shape (batch, positions), got {tuple(ids.shape)}")
         if ids.shape[1] == 0:
             raise ValueError(f"{name} must hold at least one position")
+        # host ids are checked on the host, before the upload (no device read); ids already
+        # on the device are checked there (nanonorm.device_checks)
         check.index_range(xp, name, ids, self.config.vocab_size, "token ids below vocab_size")
-        return ids
+        return self.xp.asarray(ids, device=self._xp_device) if upload else ids
 
     def __repr__(self) -> str:
         return (f"GPT({self.config}, dtype={self.dtype!r}, device={self.device!r}, "

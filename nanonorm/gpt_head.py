@@ -41,7 +41,7 @@ def loss_and_head_gradient(xp, h: Array, weight: Array, targets: Array):
     block's logit gradient is (softmax - onehot)/N, as the whole batch's would be."""
     b, t, c = h.shape
     n = b * t
-    rows = _rows_per_block(n, weight.shape[1], h.dtype.itemsize)
+    rows = _rows_per_block(n, weight.shape[1], xp.finfo(h.dtype).bits // 8)
     h2 = xp.reshape(h, (n, c))                                          # (N, C)
     t1 = xp.reshape(targets, (n,))                                      # (N,)
     dx = xp.empty((n, c), dtype=h.dtype, device=array_device(h))        # (N, C)

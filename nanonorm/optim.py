@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from . import device_checks
 from . import validate as check
 from .backend import Array, array_device, array_namespace, backend_name
 from .dispatch import resolve
@@ -85,6 +86,7 @@ class AdamW:
             raise ValueError(f"gradients for unknown parameters: {sorted(map(str, unknown))}")
         for name, g in grads.items():
             self._check_like(f"gradient {name!r}", g, self.params[name], "its parameter")
+        device_checks.check_pending()   # ids checked on the device: raise before any update
         beta1, beta2 = self.betas
         for name, g in grads.items():
             p = self.params[name]

@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 import numbers
 
-from .backend import Array, array_namespace, backend_name, to_numpy
+from . import device_checks
+from .backend import Array, array_namespace, backend_name, on_host, to_numpy
 
 
 def namespace(**arrays: Array | None):
@@ -66,10 +67,19 @@ def axis(name: str, value, ndim: int) -> int:
 
 
 def index_range(xp, name: str, idx: Array, upper: int, what: str) -> None:
-    """0 <= idx < upper everywhere (one reduction, read back once)."""
-    if idx.size and (bool(xp.min(idx) < 0) or bool(xp.max(idx) >= upper)):
-        raise ValueError(f"{name} must lie in [0, {upper}) ({what}), got values in "
-                         f"[{int(xp.min(idx))}, {int(xp.max(idx))}]")
+    """0 <= idx < upper everywhere. Host arrays are checked now; device arrays on the device,
+    raising at the next natural sync point (nanonorm.device_checks: no host sync here)."""
+    if not idx.size or device_checks.is_trusted():
+        return
+    def message() -> str:
+        return (f"{name} must lie in [0, {upper}) ({what}), got values in "
+                f"[{int(xp.min(idx))}, {int(xp.max(idx))}]")
+    bad = xp.any((idx < 0) | (idx >= upper))                       # 0-d, one pass
+    if on_host(idx) or device_checks.is_immediate():
+        if bool(bad):
+            raise ValueError(message())
+    else:
+        device_checks.defer(bad, message)
 
 
 def cache_type(name: str, cache, expected: type) -> None:

@@ -113,6 +113,11 @@ def configure(parser) -> None:
                         help="keep only each block's input and recompute its activations in "
                              "the backward: about a third more compute, a fraction of the "
                              "memory, the same gradients bit for bit (may differ on --resume)")
+    parser.add_argument("--matmul-precision", choices=("highest", "high", "medium"),
+                        default=None, help="float32 matmul operands: highest = float32, high = "
+                        "TF32, medium = bfloat16; float32 weights, activations and reductions "
+                        "either way (see nanonorm.precision; default: highest, or "
+                        "NANONORM_MATMUL_PRECISION)")
     parser.set_defaults(given=frozenset())
 
 
@@ -156,6 +161,7 @@ def train(args, *, on_step=None) -> list[float]:
     `on_step(step)`, if given, is called after each completed step (tests simulate crashes)."""
     import numpy as np
 
+    from .. import precision
     from ..distributed import world
     from .train_launch import agreed
     group = world()
@@ -174,10 +180,12 @@ def train(args, *, on_step=None) -> list[float]:
     if r.start >= r.stop:
         print(f"{out}/ is already at step {r.start} of {r.stop}; nothing to do")
         return []
-    losses = _loop(r, args, on_step, group)
-    if group.rank == 0:
-        print(f"val loss {evaluate(model, r.val_data, s):.4f} (log(256) = {np.log(256):.4f});"
-              f" checkpoint in {out}/")
+    mode = args.matmul_precision or precision.get_float32_matmul_precision()
+    with precision.float32_matmul_precision(mode):
+        losses = _loop(r, args, on_step, group)
+        if group.rank == 0:
+            print(f"val loss {evaluate(model, r.val_data, s):.4f} (log(256) = "
+                  f"{np.log(256):.4f}); checkpoint in {out}/")
     return losses
 
 

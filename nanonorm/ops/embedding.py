@@ -13,7 +13,9 @@ class EmbeddingCache(NamedTuple):
 
 def embedding_forward(idx: Array, weight: Array):
     xp = array_namespace(idx, weight)
-    flat = xp.reshape(idx, (-1,))                                   # (N,)
+    # clipped: ids on a device are range-checked there, later (nanonorm.device_checks), so a
+    # bad id must read a wrong row until then, never memory outside weight
+    flat = xp.clip(xp.reshape(idx, (-1,)), 0, weight.shape[0] - 1)   # (N,)
     out = xp.take(weight, flat, axis=0)                             # (N, C)
     return xp.reshape(out, (*idx.shape, weight.shape[1])), EmbeddingCache(flat, tuple(weight.shape))
 

@@ -27,7 +27,8 @@ def cross_entropy_forward(logits: Array, targets: Array):
     xp = array_namespace(logits, targets)
     v = logits.shape[-1]
     z = xp.reshape(logits, (-1, v))                                 # (N, V)
-    t = xp.reshape(targets, (-1,))                                  # (N,)
+    # clipped: targets on a device are range-checked there, later (nanonorm.device_checks)
+    t = xp.clip(xp.reshape(targets, (-1,)), 0, max(v - 1, 0))       # (N,)
     _, s, m = shifted_exp(z, axis=-1)                               # (N, 1) each
     log_s = xp.log(xp.where(s == 0, xp.ones_like(s), s))            # 0 for an all -inf row
     picked = xp.take_along_axis(z, xp.astype(t[:, None], xp.int64), axis=-1)  # (N, 1)

@@ -1,6 +1,7 @@
 """linear's declaration: public checks and drawn inputs (BLAS everywhere: no kernel, no row)."""
 from __future__ import annotations
 
+from .. import precision
 from .. import validate as check
 from ..backend import Array
 from ..opspec import Call, OpSpec, Sample
@@ -21,7 +22,8 @@ def linear_args(x: Array, weight: Array, bias: Array | None = None) -> Call:
     if bias is not None:
         check.same_dtype("bias", bias, "x", x)
         check.shape("bias", bias, (weight.shape[1],), " (out_features,)")
-    return Call(x, (x, weight, bias), {})
+    x_op, w_op = precision.matmul_operands(x, weight)    # the float32 matmul policy
+    return Call(x, (x_op, w_op, bias), {})
 
 
 def linear_grad_args(dy: Array, cache: linear.LinearCache) -> Call:
@@ -29,7 +31,8 @@ def linear_grad_args(dy: Array, cache: linear.LinearCache) -> Call:
     check.cache_type("cache", cache, linear.LinearCache)
     check.gradient("dy", dy, cache.x, "x")
     check.shape("dy", dy, (*cache.x.shape[:-1], cache.weight.shape[1]), " (..., out_features)")
-    return Call(dy, (dy, cache), {})
+    (dy_op,) = precision.matmul_operands(dy)          # the cache holds rounded x, weight
+    return Call(dy, (dy_op, cache), {})
 
 
 def inputs(rng, size: dict) -> Sample:
