@@ -23,7 +23,7 @@ class BlockCache(NamedTuple):
     c_proj: object      # LinearCache (B, T, C) -> (B, T, C)
     ln_2: object
     c_fc: object        # LinearCache (B, T, C) -> (B, T, 4C)
-    gelu: object
+    gelu: object        # BiasGeluCache: c_fc's output before its bias (B, T, 4C)
     mlp_proj: object    # LinearCache (B, T, 4C) -> (B, T, C)
 
 
@@ -66,8 +66,8 @@ def block_forward(xp, cfg: GPTConfig, p: dict, i: int, x: Array, kv: KVCache | N
     x = x + a                                                           # residual
     h, ln2 = F.layer_norm_forward(x, (C,), p[pre + "ln_2.weight"], p[pre + "ln_2.bias"],
                                   cfg.ln_eps)
-    f, c_fc = F.linear_forward(h, p[pre + "mlp.c_fc.weight"], p[pre + "mlp.c_fc.bias"])
-    f, gelu = F.gelu_forward(f)                                         # (B, T, 4C)
+    f, c_fc = F.linear_forward(h, p[pre + "mlp.c_fc.weight"])          # (B, T, 4C)
+    f, gelu = F.bias_gelu_forward(f, p[pre + "mlp.c_fc.bias"])          # bias in GELU's pass
     m, mlp_proj = F.linear_forward(f, p[pre + "mlp.c_proj.weight"], p[pre + "mlp.c_proj.bias"])
     x = x + m                                                           # residual
     return x, BlockCache(ln1, c_attn, attn, c_proj, ln2, c_fc, gelu, mlp_proj)
@@ -81,8 +81,8 @@ def block_backward(xp, cfg: GPTConfig, i: int, dx: Array, c: BlockCache, g: dict
     # MLP branch: x_out = x_mid + mlp(ln_2(x_mid))
     df, g[pre + "mlp.c_proj.weight"], g[pre + "mlp.c_proj.bias"] = \
         F.linear_backward(dx, c.mlp_proj)                               # (B, T, 4C)
-    df = F.gelu_backward(df, c.gelu)
-    dh, g[pre + "mlp.c_fc.weight"], g[pre + "mlp.c_fc.bias"] = F.linear_backward(df, c.c_fc)
+    df, g[pre + "mlp.c_fc.bias"] = F.bias_gelu_backward(df, c.gelu)
+    dh, g[pre + "mlp.c_fc.weight"], _ = F.linear_backward(df, c.c_fc)
     dbranch, g[pre + "ln_2.weight"], g[pre + "ln_2.bias"] = F.layer_norm_backward(dh, c.ln_2)
     dx = dx + dbranch                                                   # residual accumulation
     # attention branch: x_mid = x_in + c_proj(attn(ln_1(x_in)))

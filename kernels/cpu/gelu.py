@@ -14,7 +14,33 @@ from numba import njit
 
 from nanonorm.ops.gelu import GELU_COEF, SQRT_2_OVER_PI, TANH_SATURATION, GeluCache
 from . import pool
-from ._common import TASK_KERNEL, float_dtype, vexp
+from ._common import FASTMATH, TASK_KERNEL, float_dtype, vexp
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def gelu_value(xi, k, c, sat, one):
+    """gelu(xi) = xi·σ(2u), in the dtype of the typed constants k, c, sat and one (a Python
+    number would promote float32 work to float64)."""
+    zero, two = one - one, one + one
+    xc = min(max(xi, -sat), sat)                      # tanh is ±1 beyond, x³ stays finite
+    u = k * xc * (one + c * xc * xc)
+    sg = one / (one + vexp(-two * u))
+    return zero if xi <= -sat else xi * sg            # tanh = -1 exactly beyond
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def gelu_slope(xi, k, c, sat, one):
+    """d gelu / dx at xi: σ + 2x·σ(1 - σ)·u', with 1 - σ = e·σ and e = e^(-2u)."""
+    zero, two = one - one, one + one
+    xc = min(max(xi, -sat), sat)
+    u = k * xc * (one + c * xc * xc)
+    du = k * (one + (two + one) * c * xc * xc)
+    e = vexp(-two * u)
+    sg = one / (one + e)
+    es = e * sg if sg != zero else one                # 1 - σ; e = inf gives σ = 0, not NaN
+    # σ' = 2σ(1 - σ)u' is 0 when saturated: not formed there, where 2x may overflow
+    ds = zero if abs(xi) >= sat else two * xi * sg * es * du
+    return (zero if xi <= -sat else sg) + ds
 
 
 @njit(**TASK_KERNEL)
@@ -22,35 +48,17 @@ def _forward(task, per, x, k, c, sat, y):
     # x, y: (N,) flat; this task's elements [task·per, (task + 1)·per), as slices: indices
     # from 0 let LLVM vectorize (offset ones keep a negative-index check per element)
     x, y = x[task * per:(task + 1) * per], y[task * per:(task + 1) * per]
-    # typed constants: a Python int or float would promote float32 work to float64
-    one, zero, m2 = x.dtype.type(1.0), x.dtype.type(0.0), x.dtype.type(-2.0)
     for i in range(x.shape[0]):
-        xi = x[i]
-        xc = min(max(xi, -sat), sat)                  # tanh is ±1 beyond, x³ stays finite
-        u = k * xc * (one + c * xc * xc)
-        sg = one / (one + vexp(m2 * u))
-        y[i] = zero if xi <= -sat else xi * sg        # x · σ(2u); tanh = -1 exactly beyond
+        y[i] = gelu_value(x[i], k, c, sat, x.dtype.type(1.0))
 
 
 @njit(**TASK_KERNEL)
 def _backward(task, per, dy, x, k, c, sat, dx):
-    # dy, x, dx: (N,) flat.  d/dx x·σ(2u) = σ + 2x·σ(1 - σ)·u',  1 - σ = e·σ with e = e^(-2u)
+    # dy, x, dx: (N,) flat
     lo, hi = task * per, (task + 1) * per
     dy, x, dx = dy[lo:hi], x[lo:hi], dx[lo:hi]
-    one, zero = x.dtype.type(1.0), x.dtype.type(0.0)
-    two, three = x.dtype.type(2.0), x.dtype.type(3.0)
     for i in range(x.shape[0]):
-        xi = x[i]
-        xc = min(max(xi, -sat), sat)
-        u = k * xc * (one + c * xc * xc)
-        du = k * (one + three * c * xc * xc)
-        e = vexp(-two * u)
-        sg = one / (one + e)
-        es = e * sg if sg != zero else one            # 1 - σ; e = inf gives σ = 0, not NaN
-        # σ' = 2σ(1 - σ)u' is 0 when saturated: not formed there, where 2x may overflow
-        ds = zero if abs(xi) >= sat else two * xi * sg * es * du
-        sg = zero if xi <= -sat else sg
-        dx[i] = dy[i] * (sg + ds)
+        dx[i] = dy[i] * gelu_slope(x[i], k, c, sat, x.dtype.type(1.0))
 
 
 def _consts(dt):
