@@ -161,3 +161,18 @@ def test_training_in_medium_follows_torch_bfloat16_autocast(tmp_path):
     # ours rounds the backward's dy as well)
     assert 0 < ours_shift <= 2 * torch_shift, (ours_shift, torch_shift)
     assert ours16[-1] < ours16[0] - 0.3                          # and it still learns
+
+
+def test_train_command_runs_under_a_policy_and_restores_it(tmp_path, capsys):
+    from nanonorm import cli
+    args = ["train", "--preset", "tiny", "--steps", "3", "--batch-size", "2", "--block-size",
+            "16", "--log-every", "1", "--no-progress", "--out"]
+    assert cli.main(args + [str(tmp_path / "m"), "--matmul-precision", "medium"]) == 0
+    assert precision.get_float32_matmul_precision() == "highest"
+    assert cli.main(args + [str(tmp_path / "f")]) == 0
+    logged = capsys.readouterr().out
+    losses = [line.split("loss ")[1].split()[0] for line in logged.splitlines()
+              if line.startswith("step ")]
+    assert len(losses) == 6 and losses[:3] != losses[3:]     # the policy changed the numbers
+    with pytest.raises(SystemExit):
+        cli.main(args + [str(tmp_path / "x"), "--matmul-precision", "bf16"])
