@@ -34,6 +34,10 @@ class AttentionLseCache(NamedTuple):
     lse: Array      # (..., T, 1) log-sum-exp of the scaled, masked scores; -inf: no key
     causal: bool    # the mask is needed to recompute p
     scale: float
+    # (..., T, dv) the forward's output, which the caller holds anyway: the CUDA backward's
+    # D = rowsum(dO∘O) = Σ_j p·dp without another pass over the keys. None where a forward
+    # does not keep it (the Numba kernel's): a backward that needs it recomputes it.
+    o: Array | None = None
 
 
 CACHES = (AttentionCache, AttentionLseCache)   # what every backward accepts
