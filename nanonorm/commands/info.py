@@ -1,9 +1,9 @@
-"""`nanonorm info`: versions, CPU, GPU, the kernels' threads and which implementation each op
-runs."""
+"""`nanonorm info`: versions, CPU, GPU and CUDA (runtime, driver, numba-cuda, whether the CUDA
+kernels compile and run), the kernels' threads and which implementation each op runs."""
 from __future__ import annotations
 
-HELP = ("Print versions, the machine, the kernels' threads, and which implementation each op "
-        "dispatches to")
+HELP = ("Print versions, the machine, CUDA and whether the CUDA kernels run, the kernels' "
+        "threads, and which implementation each op dispatches to")
 
 
 def configure(parser) -> None:
@@ -20,9 +20,10 @@ def run(args) -> int:
     from ..dispatch import FallbackWarning
 
     from ..dispatch import implementation_for, kernels, unavailable
-    from ..machine import environment
+    from ..machine import cuda_kernels_run, environment
 
     env = environment()
+    env["cuda"]["kernels"] = cuda_kernels_run(env["cuda"])    # a tiny launch, where possible
     ops = sorted(kernels("reference"))
     env["unavailable"] = unavailable()
     if "numba" not in env["unavailable"]:
@@ -37,6 +38,7 @@ def run(args) -> int:
         return 0
     for key in ("date", "python", "platform", "cpu", "cpu_simd", "cpu_count", "blas", "gpu"):
         print(f"{key:10s} {env[key]}")
+    print(f"{'cuda':10s} {_cuda_line(env['cuda'])}")
     if "kernel_threads" in env:
         t = env["kernel_threads"]
         print(f"{'threads':10s} {t['threads']} for the kernels ({t['set_by']}), sleeping "
@@ -49,3 +51,17 @@ def run(args) -> int:
     for op, impl in env["dispatch_numpy"].items():
         print(f"  {op:40s} {impl}")
     return 0
+
+
+def _cuda_line(c: dict) -> str:
+    """One line: the CUDA versions (or why there is no GPU) and whether the kernels ran."""
+    sim = f"simulator {'on' if c['simulator'] else 'off'}"
+    nc = f"numba-cuda {c['numba_cuda']} ({sim})" if c["numba_cuda"] else "no numba-cuda"
+    where = c["missing"] or (f"runtime {c['runtime']}, driver {c['driver']}, {c['devices']} "
+                             f"device(s), CuPy {c['cupy']}")
+    k = c["kernels"]
+    ran = ("CUDA kernels not run" if k["ran"] is None else
+           f"CUDA KERNELS FAILED on the {k['on']}: {k['error']}" if not k["ran"] else
+           "CUDA kernels compiled and ran on the GPU" if k["on"] == "gpu" else
+           "CUDA kernels ran on the simulator, not a GPU")
+    return f"{where}; {nc}: {ran}"
