@@ -47,27 +47,26 @@ _pending: list[_Check] = []
 
 
 @contextlib.contextmanager
-def immediate() -> Iterator[None]:
-    """Check device arrays at once inside the block (one host read per check)."""
-    token = _immediate.set(True)
+def _switched_on(var: contextvars.ContextVar) -> Iterator[None]:
+    token = var.set(True)
     try:
         yield
     finally:
-        _immediate.reset(token)
+        var.reset(token)
+
+
+def immediate():
+    """Check device arrays at once inside the block (one host read per check)."""
+    return _switched_on(_immediate)
 
 
 def is_immediate() -> bool:
     return _immediate.get() or os.environ.get(ENV_VAR, "") not in ("", "0")
 
 
-@contextlib.contextmanager
-def trusted() -> Iterator[None]:
+def trusted():
     """Skip id-range checks inside the block: the caller validated the ids it passes."""
-    token = _trusted.set(True)
-    try:
-        yield
-    finally:
-        _trusted.reset(token)
+    return _switched_on(_trusted)
 
 
 def is_trusted() -> bool:
