@@ -103,11 +103,13 @@ step env 60 bash -c '
   echo "CUDA_HOME=${CUDA_HOME:-unset}"
   exec "$PY" -m nanonorm.bench.gpu_probe env'
 
-# 2. the GPU tests: CuPy end to end (must show no skips), the CUDA kernels' edge cases, the
+# 2. the GPU tests: CuPy end to end (must show no skips), the kernel property tests on CuPy
+#    arrays (with their real-shape test_gpu_* cases), the CUDA kernels' edge cases, the
 #    bench's GPU rows; dry: the end-to-end bodies on NumPy with the Numba kernels
 #    (NANONORM_E2E_LIB=numpy: seconds; on the simulator they take many minutes)
 TESTS=(tests/test_cupy_end_to_end.py)
-[ "$DRY" = 1 ] || TESTS+=(tests/test_edge_numerics.py tests/test_edge_dtype.py
+[ "$DRY" = 1 ] || TESTS+=(tests/test_kernels_cuda.py tests/test_kernels_cuda_attention.py
+                          tests/test_edge_numerics.py tests/test_edge_dtype.py
                           tests/test_bench.py::test_gpu_rows_and_study_table_through_the_main_bench)
 step tests 150 env NANONORM_E2E_LIB=$([ "$DRY" = 1 ] && echo numpy || echo cupy) \
   "$PY" -m pytest -p no:cacheprovider -q -ra --durations=10 -k "cuda or device or gpu or study" \

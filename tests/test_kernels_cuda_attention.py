@@ -1,5 +1,5 @@
 """The flash-style CUDA attention (kernels/cuda/attention.py) against the reference, on
-numba-cuda's CUDA simulator (NUMBA_ENABLE_CUDASIM=1, set by conftest.py without a GPU).
+numba-cuda's CUDA simulator without a GPU and on CuPy arrays with one (tests/cuda_device.py).
 
 Under the simulator a block has ROWS = 4 threads and a shared tile TILE_ROWS = 3 rows, so
 sequences of 5..12 reach several query blocks and key tiles, lengths that are not a multiple of
@@ -18,17 +18,18 @@ from nanonorm.testing import (WIDER, assert_close_budget, check_gradients,
                               check_kernel_pairings)
 from nanonorm.testing.strategies import dtypes, float_arrays
 
-numba_cuda = pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
-if not numba_cuda.config.ENABLE_CUDASIM:
-    pytest.skip("a GPU is present: the CUDA kernels are tested on CuPy arrays in "
-                "test_cupy_end_to_end.py, not on the simulator", allow_module_level=True)
+from cuda_device import SIMULATOR, needs_gpu, on_device  # noqa: E402  (skips without either)
 
 from nanonorm.kernels.cuda import attention as A  # noqa: E402  (after the simulator check)
 from nanonorm.kernels.cuda.attention_tiles import DMAX, ROWS, tile_rows  # noqa: E402
 
 FWD, BWD = "scaled_dot_product_attention_forward", "scaled_dot_product_attention_backward"
-KERNELS = {FWD: A.scaled_dot_product_attention_forward,
-           BWD: A.scaled_dot_product_attention_backward}
+# NumPy in and out: on the simulator as they are, on a GPU through CuPy arrays
+forward, backward = ((A.scaled_dot_product_attention_forward,
+                      A.scaled_dot_product_attention_backward) if SIMULATOR else
+                     (on_device(A.scaled_dot_product_attention_forward),
+                      on_device(A.scaled_dot_product_attention_backward)))
+KERNELS = {FWD: forward, BWD: backward}
 
 
 def check_attention(q, k, v, dy, dtype, causal=False, scale=None):
@@ -74,7 +75,7 @@ def test_many_tiles(causal, t, s):
     assert t > ROWS and s > 2 * tile_rows(d, dv)
     q, k, v, dy = normal(t * 100 + s, lead, t, s, d, dv)
     y, (dq, dk, dv_) = check_attention(q, k, v, dy, np.float32, causal)
-    _, cache = A.scaled_dot_product_attention_forward(*(a.astype(np.float32) for a in (q, k, v)),
+    _, cache = forward(*(a.astype(np.float32) for a in (q, k, v)),
                                                       causal=causal)
     assert isinstance(cache, AttentionLseCache) and cache.causal == causal
     assert cache.lse.shape == (*lead, t, 1) and cache.o.shape == (*lead, t, dv)
@@ -82,7 +83,7 @@ def test_many_tiles(causal, t, s):
         assert np.all(y[:, :t - s] == 0) and np.all(dq[:, :t - s] == 0)
         assert np.all(cache.lse[:, :t - s] == -np.inf)
     # deterministic: no atomics, the same sums in the same order
-    g1 = A.scaled_dot_product_attention_backward(dy.astype(np.float32), cache)
+    g1 = backward(dy.astype(np.float32), cache)
     for a, b in zip(g1, (dq, dk, dv_)):
         np.testing.assert_array_equal(a, b)
 
@@ -101,7 +102,7 @@ def test_cache_holds_no_scores():
     # every array the cache keeps is O(T·d) per head, never (T, S)
     t = s = 12
     q, k, v, dy = normal(0, (2,), t, s, 2, 3)
-    _, cache = A.scaled_dot_product_attention_forward(q, k, v, causal=True)
+    _, cache = forward(q, k, v, causal=True)
     arrays = [a for a in cache if isinstance(a, np.ndarray)]
     assert len(arrays) == 5                                   # q, k, v, lse, o
     for a in arrays:
@@ -126,7 +127,7 @@ def _lse(q, k, causal, scale, dtype):
                                               (True, 4, 10, 0.0)])
 def test_lse_is_the_rows_log_sum_exp(dtype, causal, t, s, scale):
     q, k, v, _ = normal(t + s, (2,), t, s, 3, 2)
-    _, cache = A.scaled_dot_product_attention_forward(q.astype(dtype), k.astype(dtype),
+    _, cache = forward(q.astype(dtype), k.astype(dtype),
                                                       v.astype(dtype), causal=causal,
                                                       scale=scale)
     assert cache.lse.dtype == dtype
@@ -139,7 +140,7 @@ def test_causal_outputs_ignore_later_keys(t, s):
     # query i sees keys j <= i + S - T: changing the keys and values after that leaves
     # outputs <= i unchanged, bit for bit (tile boundaries included)
     q, k, v, _ = normal(t * s, (2,), t, s, 3, 2)
-    f = A.scaled_dot_product_attention_forward
+    f = forward
     y = f(q, k, v, causal=True)[0]
     for i in (0, 2, 3, t - 2):
         k2, v2 = k.copy(), v.copy()
@@ -162,7 +163,7 @@ def test_empty_sizes(shape, causal):
     lead, t, s = shape["lead"], shape["t"], shape["s"]
     q, k, v, dy = (a.astype(np.float32)
                    for a in normal(1, lead, t, s, shape["d"], shape["dv"]))
-    y, cache = A.scaled_dot_product_attention_forward(q, k, v, causal=causal)
+    y, cache = forward(q, k, v, causal=causal)
     y_ref, ref_cache = R[FWD](q, k, v, causal=causal)
     assert y.dtype == np.float32 and y.shape == y_ref.shape
     np.testing.assert_array_equal(y, y_ref)
@@ -170,7 +171,7 @@ def test_empty_sizes(shape, causal):
     if s == 0:
         assert np.all(y == 0) and np.all(cache.lse == -np.inf)
     for c in (cache, ref_cache):                 # kernel backward on both caches
-        grads = A.scaled_dot_product_attention_backward(dy, c)
+        grads = backward(dy, c)
         for g, r in zip(grads, R[BWD](dy, ref_cache)):
             assert g.dtype == np.float32 and g.shape == r.shape
             np.testing.assert_array_equal(g, r)
@@ -187,16 +188,16 @@ def test_scale_zero_averages_the_visible_values():
 
 def test_gradients_by_finite_differences():
     q, k, v, _ = normal(4, (2,), 7, 5, 3, 2)
-    check_gradients(lambda a, b, c: A.scaled_dot_product_attention_forward(a, b, c, causal=True),
-                    A.scaled_dot_product_attention_backward, (q, k, v))
+    check_gradients(lambda a, b, c: forward(a, b, c, causal=True),
+                    backward, (q, k, v))
 
 
 def test_backward_without_the_output_recomputes_it():
     # a cache without O (the Numba kernel's layout): the forward kernel recomputes it
     q, k, v, dy = normal(5, (2,), 6, 8, 3, 2)
-    _, cache = A.scaled_dot_product_attention_forward(q, k, v, causal=True)
-    with_o = A.scaled_dot_product_attention_backward(dy, cache)
-    without = A.scaled_dot_product_attention_backward(dy, cache._replace(o=None))
+    _, cache = forward(q, k, v, causal=True)
+    with_o = backward(dy, cache)
+    without = backward(dy, cache._replace(o=None))
     for a, b in zip(with_o, without):
         np.testing.assert_array_equal(a, b)
 
@@ -220,18 +221,29 @@ def test_pairs_with_the_numba_kernel(dtype):
                                 scale=backward_scale(q, k, v, dy, sc), name=f"grad {i}")
 
 
+@pytest.mark.skipif(not SIMULATOR, reason="bit for bit against the NumPy reference: on a GPU "
+                    "the fallback is the reference on CuPy arrays (cuBLAS rounds otherwise)")
 def test_wide_heads_fall_back_to_the_reference():
     # d or dv beyond the kernels' row buffers: the reference, never a truncated row
     for d, dv in ((DMAX + 1, 2), (2, DMAX + 1)):
         q, k, v, dy = normal(7, (1,), 3, 2, d, dv)
-        y, cache = A.scaled_dot_product_attention_forward(q, k, v, causal=True)
+        y, cache = forward(q, k, v, causal=True)
         y_ref, ref_cache = R[FWD](q, k, v, causal=True)
         assert isinstance(cache, AttentionCache)
         np.testing.assert_array_equal(y, y_ref)
-        for g, r in zip(A.scaled_dot_product_attention_backward(dy, cache),
+        for g, r in zip(backward(dy, cache),
                         R[BWD](dy, ref_cache)):
             np.testing.assert_array_equal(g, r)
     # DMAX itself still runs the kernels
     q, k, v, dy = normal(8, (), 3, 2, DMAX, DMAX)
     check_attention(q, k, v, dy, np.float32, causal=True)
-    assert isinstance(A.scaled_dot_product_attention_forward(q, k, v)[1], AttentionLseCache)
+    assert isinstance(forward(q, k, v)[1], AttentionLseCache)
+
+
+@needs_gpu
+@pytest.mark.parametrize("causal", [True, False])
+def test_gpu_full_size_heads(causal):
+    # GPT-2's head size at T = 1100: 9 query blocks of 128, 35 key tiles of 32, neither a
+    # multiple; every output and pairing under the lse-cache budget
+    q, k, v, dy = normal(11, (1, 3), 1100, 1100, 64, 64)
+    check_attention(q, k, v, dy, np.float32, causal=causal)

@@ -2,48 +2,36 @@
 
 Mirrors `nanonorm/ops/gelu.py` (GeluCache keeps x; the backward recomputes tanh), edges
 included: ±inf take GELU's limits (+inf, 0; gradients 1, 0), NaN gives NaN. Grid-stride
-loops over the flattened array, math in the input's dtype (tanhf for float32):
+loops over the flattened array; the math of one element is gelu_math's, in the input's
+dtype (tanhf for float32):
   GELU fwd: read x, write y                    -> 2·N·itemsize bytes
   GELU bwd: read x, dy; write dx               -> 3·N·itemsize bytes
 """
 from __future__ import annotations
 
-import math
-
 from numba import cuda, float64
 
 from nanonorm.ops.gelu import GELU_COEF, SQRT_2_OVER_PI, TANH_SATURATION, GeluCache
 from ._common import THREADS, array_module, float_dtype, grid_1d, kernel, stream_for, threads_for
+from .gelu_math import gelu_slope, gelu_value
 
 
 @kernel(lambda ft: (ft[::1], float64, float64, float64, ft[::1]))
 def _forward(x, k0, k1, sat, y):
     # x, y: (N,) flat; k0 = sqrt(2/π), k1 = 0.044715, sat: |x| past which tanh is ±1
-    c0, c1, cs = x.dtype.type(k0), x.dtype.type(k1), x.dtype.type(sat)  # new names: keep dtype
-    zero, half, one = x.dtype.type(0.0), x.dtype.type(0.5), x.dtype.type(1.0)
+    dt = x.dtype.type
+    c0, c1, cs, half, one = dt(k0), dt(k1), dt(sat), dt(0.5), dt(1.0)   # in x's dtype
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        xi = x[i]
-        # keeps xc³ finite (tanh is ±1 there anyway); a GPU's fmax may turn NaN into ±cs, so
-        # NaN is carried by xi itself below, never by xc
-        xc = min(max(xi, -cs), cs)
-        th = math.tanh(c0 * xc * (one + c1 * xc * xc))
-        f = half * (one + th)
-        y[i] = xi * f if f != 0 or xi != xi else zero   # gelu(-inf) = 0, NaN stays NaN
+        y[i] = gelu_value(x[i], c0, c1, cs, half, one)
 
 
 @kernel(lambda ft: (ft[::1], ft[::1], float64, float64, float64, ft[::1]))
 def _backward(dy, x, k0, k1, sat, dx):
     # dy, x, dx: (N,) flat
-    c0, c1, cs = x.dtype.type(k0), x.dtype.type(k1), x.dtype.type(sat)  # new names: keep dtype
-    zero, half, one, three = (x.dtype.type(0.0), x.dtype.type(0.5), x.dtype.type(1.0),
-                              x.dtype.type(3.0))
+    dt = x.dtype.type
+    c0, c1, cs, half, one = dt(k0), dt(k1), dt(sat), dt(0.5), dt(1.0)
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        xi = x[i]
-        xc = min(max(xi, -cs), cs)
-        th = math.tanh(c0 * xc * (one + c1 * xc * xc))
-        du = c0 * (one + three * c1 * xc * xc)   # d(tanh argument)/dx
-        f = half * (one - th * th) * du
-        dx[i] = dy[i] * (half * (one + th) + (xi * f if f != 0 or xi != xi else zero))
+        dx[i] = dy[i] * gelu_slope(x[i], c0, c1, cs, half, one)
 
 
 def gelu_forward(x):
