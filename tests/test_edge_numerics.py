@@ -247,6 +247,34 @@ def test_gelu_near_the_saturation_is_finite_and_close(impl, dtype):
     np.testing.assert_allclose(dx, rm.gelu_grad(x), rtol=tol, atol=tol)
 
 
+@impls
+@dtypes
+def test_bias_gelu_is_gelu_of_the_sum_at_the_edges(impl, dtype):
+    # the limits, NaN and the saturated tails as gelu's, with the bias added first; dbias
+    # sums dx over the rows (a NaN row poisons its column only)
+    big = float(np.finfo(dtype).max)
+    x = np.array([[np.nan, np.inf, -np.inf, big, 1.0],
+                  [0.5, -12.0, 12.0, -big, -9.9]], dtype)
+    b = np.array([1.0, 0.0, 0.0, 0.0, 0.5], dtype)
+    y, cache = table(impl)["bias_gelu_forward"](x, b)
+    dx, db = table(impl)["bias_gelu_backward"](np.ones_like(x), cache)
+    g, gc = table(impl)["gelu_forward"](x + b)
+    np.testing.assert_array_equal(y, g)
+    np.testing.assert_array_equal(dx, table(impl)["gelu_backward"](np.ones_like(x), gc))
+    np.testing.assert_allclose(db, dx.astype(np.float64).sum(axis=0), rtol=4 * eps(dtype))
+    assert y.dtype == dx.dtype == db.dtype == dtype
+
+
+@impls
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0), (2, 0, 4)])
+def test_bias_gelu_of_empty_dims(impl, shape):
+    x = np.ones(shape, np.float32)
+    y, cache = table(impl)["bias_gelu_forward"](x, np.ones(shape[-1], np.float32))
+    dx, db = table(impl)["bias_gelu_backward"](np.ones_like(x), cache)
+    assert y.shape == dx.shape == shape
+    np.testing.assert_array_equal(db, np.zeros(shape[-1], np.float32))   # a sum over no rows
+
+
 # LayerNorm ---------------------------------------------------------------------------------
 
 def _extreme_rows(dtype):

@@ -9,6 +9,7 @@ pre-activation x + bias is recomputed, as GELU's tanh is).
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from ..backend import Array, array_namespace
@@ -28,5 +29,6 @@ def bias_gelu_forward(x: Array, bias: Array):
 def bias_gelu_backward(dy: Array, cache: BiasGeluCache):
     xp = array_namespace(dy)
     dx = gelu_backward(dy, GeluCache(cache.x + cache.bias))         # (..., C)
-    dbias = xp.sum(xp.reshape(dx, (-1, dx.shape[-1])), axis=0)      # (C,)
+    rows = math.prod(dx.shape[:-1])                                 # not -1: C may be 0
+    dbias = xp.sum(xp.reshape(dx, (rows, dx.shape[-1])), axis=0)    # (C,)
     return dx, dbias
