@@ -7,16 +7,18 @@ gelu_math's, shared with the GELU kernels.
   bwd: blocks of (THREADS columns) × (one of G row groups): each thread walks its column down
        the group's rows (coalesced across the block), writes dx and one dbias partial;
        the (G, C) partials are summed by CuPy in a fixed order -> 3·N·C·itemsize bytes
-Partial sums are compensated (Kahan) in the data's dtype: float32 stays float32.
+Partial sums are _common's compensated pairs in the data's dtype: float32 stays float32.
 """
 from __future__ import annotations
+
+import math
 
 from numba import cuda, float64
 
 from nanonorm.ops.bias_gelu import BiasGeluCache
 from nanonorm.ops.gelu import GELU_COEF, SQRT_2_OVER_PI, TANH_SATURATION
-from ._common import THREADS, array_module, float_dtype, grid_1d, kernel, simulator, \
-    stream_for, threads_for
+from ._common import (THREADS, acc_add, acc_total, array_module, float_dtype, grid_1d, kernel,
+                      simulator, stream_for, threads_for)
 from .gelu_math import gelu_slope, gelu_value
 
 ROW_GROUPS = 64          # dbias partial rows: blocks enough to fill a GPU at C = 3072
@@ -44,23 +46,17 @@ def _backward(dy, x, b, k0, k1, sat, dx, partial):
     j = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     g, groups = cuda.blockIdx.y, cuda.gridDim.y
     if j < c:
-        acc = one - one
-        comp = one - one                          # Kahan: the low bits acc lost
+        s, e = one - one, one - one               # the column's dbias as a pair (_common)
         bj = b[j]
         for r in range(g, n, groups):
             d = dy[r, j] * gelu_slope(x[r, j] + bj, c0, c1, cs, half, one)
             dx[r, j] = d
-            yk = d - comp
-            t = acc + yk
-            comp = (t - acc) - yk
-            acc = t
-        partial[g, j] = acc
+            s, e = acc_add(s, e, d)
+        partial[g, j] = acc_total(s, e)
 
 
 def _rows(mod, a, dt):
-    n = 1
-    for s in a.shape[:-1]:
-        n *= s                                   # not -1: C may be 0
+    n = math.prod(a.shape[:-1])                  # not -1: C may be 0
     return mod.ascontiguousarray(a, dtype=dt).reshape(n, a.shape[-1])   # (N, C)
 
 
