@@ -22,16 +22,9 @@ def torch_module():
 
 
 def gpu_missing() -> str | None:
-    """None when CuPy sees a GPU, else why not (what is missing)."""
-    try:
-        import cupy
-    except ImportError:
-        return "no GPU / CuPy not installed (pip install 'nanonorm[gpu]')"
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:  # no driver, or a broken one
-        return f"no GPU: CUDA runtime unavailable ({type(e).__name__}: {e})"
-    return None if count > 0 else "no GPU: CuPy sees no CUDA device"
+    """None when CuPy sees a GPU, else why not (what is missing): `nanonorm info`'s answer."""
+    from nanonorm.machine import cuda_facts
+    return cuda_facts()["missing"]
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def cuda_facts() -> dict:
     try:
         import cupy
     except ImportError:
-        facts["missing"] = "no GPU / CuPy not installed"
+        facts["missing"] = "no GPU / CuPy not installed (pip install 'nanonorm[gpu]')"
         return facts
     facts["cupy"] = cupy.__version__
     runtime = cupy.cuda.runtime
@@ -58,7 +58,7 @@ def cuda_facts() -> dict:
         facts["driver"] = _cuda_version(runtime.driverGetVersion())
         facts["devices"] = runtime.getDeviceCount()
     except Exception as e:  # no driver, or one older than the runtime
-        facts["missing"] = f"no GPU: CUDA unavailable ({type(e).__name__}: {e})"
+        facts["missing"] = f"no GPU: CUDA runtime unavailable ({type(e).__name__}: {e})"
     if not facts["devices"] and not facts["missing"]:
         facts["missing"] = "no GPU: CuPy sees no CUDA device"
     return facts
