@@ -17,6 +17,7 @@ Each probe prints `RESULT <one line>` last and exits non-zero when a check fails
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -44,12 +45,17 @@ NANONORM_MODES = {"fp32": "highest", "tf32": "high", "bf16-matmul": "medium"}
 TORCH_PEER = {"fp32": "fp32", "tf32": "tf32", "bf16-matmul": "bf16-autocast"}
 
 
-def _route_numpy_to_cuda() -> None:
-    """Dry run: NumPy arrays dispatch to the CUDA kernels on the simulator (as the end-to-end
-    tests' NANONORM_E2E_LIB=simulator does)."""
-    from nanonorm import dispatch
-    dispatch._SUPPORTS["cuda"] = {"numpy"}
-    dispatch._PREFERRED["numpy"] = ("cuda", "reference")
+def _dry_on_simulator(fn):
+    """fn, which in the dry run has NumPy arrays dispatched to the CUDA kernels on the
+    simulator (as the end-to-end tests' NANONORM_E2E_LIB=simulator does)."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        if not DRY:
+            return fn(*args, **kwargs)
+        from nanonorm.dispatch import cuda_kernels_on_numpy
+        with cuda_kernels_on_numpy():
+            return fn(*args, **kwargs)
+    return run
 
 
 def _cuda_specs():
@@ -125,12 +131,11 @@ def _sizes(spec, rng, big: bool):
     return [s for i, s in enumerate(sizes) if s not in sizes[:i]]
 
 
+@_dry_on_simulator
 def kernels(big: bool = not DRY, sizes=None) -> int:
     """Every CUDA kernel's outputs (forward and every gradient, in all pairings with the
     reference; an update's arrays) under the tests' error budget, float32 against float64."""
     from nanonorm.testing import check_spec
-    if DRY:
-        _route_numpy_to_cuda()
     table, failed, n = _table(), [], 0
     for spec in _cuda_specs():
         rng = np.random.default_rng(0)
@@ -301,12 +306,12 @@ SPIN = r'''extern "C" __global__ void spin(long long cycles) {
 }'''
 
 
+@_dry_on_simulator
 def sync() -> int:
     """Queue a long GPU kernel (a clock spin, several times the call's own time), record an
     event after it, make the call, then ask whether the event has completed, without waiting:
     if it has, the call waited for the GPU, a hidden host sync."""
     if DRY:
-        _route_numpy_to_cuda()
         calls = _calls()
         for name, fn in calls.items():
             fn()

@@ -156,6 +156,19 @@ def _warn_fallback(impl: str) -> None:
                   FallbackWarning, stacklevel=4)
 
 
+@contextlib.contextmanager
+def cuda_kernels_on_numpy() -> Iterator[None]:
+    """NumPy arrays dispatch to the CUDA kernels inside the block. Under numba-cuda's simulator
+    (NUMBA_ENABLE_CUDASIM=1) those kernels run on NumPy arrays: this takes whole models
+    through them without a GPU (the tests, the GPU check script's dry run)."""
+    saved = _SUPPORTS["cuda"], _PREFERRED["numpy"]
+    _SUPPORTS["cuda"], _PREFERRED["numpy"] = {"numpy"}, ("cuda", "reference")
+    try:
+        yield
+    finally:
+        _SUPPORTS["cuda"], _PREFERRED["numpy"] = saved
+
+
 def implementation_for(op: str, x: Array) -> str:
     """The name of the implementation that `op` would run on arrays like `x`."""
     lib = backend_name(x)

@@ -22,10 +22,10 @@ TINY = nanonorm.GPTConfig(n_layer=1, n_head=2, n_embd=8, vocab_size=37, block_si
 
 
 @pytest.fixture
-def on_cuda_kernels(monkeypatch):
+def on_cuda_kernels():
     """NumPy arrays dispatch to the CUDA kernels (on the simulator)."""
-    monkeypatch.setitem(dispatch._SUPPORTS, "cuda", {"numpy"})
-    monkeypatch.setitem(dispatch._PREFERRED, "numpy", ("cuda", "reference"))
+    with dispatch.cuda_kernels_on_numpy():
+        yield
 
 
 def batch(seed=0):

@@ -45,9 +45,7 @@ def xp():
         yield np
         return
     if MODE == "simulator":
-        with pytest.MonkeyPatch.context() as mp:    # NumPy arrays -> the CUDA kernels
-            mp.setitem(dispatch._SUPPORTS, "cuda", {"numpy"})
-            mp.setitem(dispatch._PREFERRED, "numpy", ("cuda", "reference"))
+        with dispatch.cuda_kernels_on_numpy():
             yield np
         return
     cupy = pytest.importorskip("cupy", reason="no GPU / CuPy not installed")
