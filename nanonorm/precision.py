@@ -72,11 +72,16 @@ def float32_matmul_precision(mode: str) -> Iterator[None]:
         set_float32_matmul_precision(before)
 
 
+_cupy_mode: str | None = None      # the mode CuPy's compute type was last set to
+
+
 def _set_cupy(mode: str) -> None:
+    global _cupy_mode
     cupy = sys.modules.get("cupy")            # not imported: no CuPy array exists yet
-    if cupy is not None:
+    if cupy is not None and _cupy_mode != mode:
         from cupy._core import _routines_linalg as linalg
         cupy._core.set_compute_type(np.float32, getattr(linalg, _CUPY_COMPUTE[mode]))
+        _cupy_mode = mode
 
 
 def matmul_operands(*arrays: Array | None) -> tuple:
@@ -84,7 +89,7 @@ def matmul_operands(*arrays: Array | None) -> tuple:
     layout), everything else (float64, CuPy, None) unchanged."""
     if _mode == "highest":
         return arrays
-    _set_cupy(_mode)           # CuPy imported after the mode was set: it learns it here
+    _set_cupy(_mode)           # CuPy imported after the mode was set learns it here, once
     bits = MANTISSA_BITS[_mode]
     return tuple(a if a is None or is_cupy_array(a) or str(a.dtype) != "float32"
                  else round_mantissa(a, bits) for a in arrays)
