@@ -48,6 +48,13 @@ def logged_losses(text: str) -> list[str]:
             if line.startswith("step ") and " loss " in line]
 
 
+def mpi_script(path: Path, text: str, *args) -> subprocess.CompletedProcess:
+    """`text` written to `path` and run on 2 ranks under mpiexec, with `args`."""
+    path.write_text(text)
+    return subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, str(path), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
 def mpi_train(tmp_path, out, *extra, steps=4, nproc=2, timeout=240):
     """`nanonorm train --nproc N ...` in a subprocess; its output."""
     cmd = [sys.executable, "-m", "nanonorm", *options(tmp_path, out, *extra, steps=steps),
@@ -235,17 +242,13 @@ def test_the_python_api_example_runs_under_mpiexec_and_a_raising_rank_ends_the_j
         "if len(sys.argv) > 1 and group.rank == 1:\n"
         "    raise RuntimeError('rank 1 fails')\n"
         "group.barrier()\n")
-    path = tmp_path / "ddp.py"
-    path.write_text(body)
-    proc = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, str(path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = mpi_script(tmp_path / "ddp.py", body)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(r) for r in re.findall(r"\[[^\]]*\]", proc.stdout)]  # lines may mix
     assert sorted(r[:2] for r in rows) == [[0, 2], [1, 2]]
     assert rows[0][2] == rows[1][2]                     # the same weights, bit for bit
     t0 = time.monotonic()
-    proc = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, str(path), "fail"],
-                          capture_output=True, text=True, timeout=120)
+    proc = mpi_script(tmp_path / "ddp.py", body, "fail")
     assert proc.returncode != 0 and time.monotonic() - t0 < 60
     assert "rank 1 fails" in proc.stderr and "rank 1 of 2 failed" in proc.stderr
 
@@ -259,16 +262,14 @@ def test_nccl_sums_cupy_arrays_across_two_gpus(tmp_path):
         gpus = 0
     if gpus < 2:
         pytest.skip(f"{gpus} GPU(s) here: NCCL between two ranks needs two")
-    path = tmp_path / "nccl.py"
-    path.write_text(
+    proc = mpi_script(
+        tmp_path / "nccl.py",
         "import cupy, json\n"
         "from nanonorm import distributed as dist\n"
         "group = dist.init(); dist.use_gpus(group)\n"
         "buf = cupy.arange(5, dtype=cupy.float32) * (group.rank + 1)\n"
         "group.sum_flat(buf)\n"
         "print(json.dumps(cupy.asnumpy(buf).tolist()))\n")
-    proc = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, str(path)],
-                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [json.loads(r) for r in re.findall(r"\[[^\]]*\]", proc.stdout)] == \
         [[0, 3, 6, 9, 12]] * 2
@@ -300,8 +301,8 @@ def test_backward_hands_over_every_gradient_once_as_it_becomes_final():
 
 @needs_mpi
 def test_gradients_sent_during_the_backward_equal_the_blocking_average(tmp_path):
-    path = tmp_path / "reducer.py"
-    path.write_text(
+    proc = mpi_script(
+        tmp_path / "reducer.py",
         "import numpy as np\n"
         "from nanonorm import distributed as dist\n"
         "group = dist.init()\n"
@@ -317,8 +318,6 @@ def test_gradients_sent_during_the_backward_equal_the_blocking_average(tmp_path)
         "assert started >= 2 and len(shapes) > started, started\n"
         "assert all(np.array_equal(grads[n], plain[n]) for n in grads)\n"
         "print('ok', group.rank, flush=True)\n")
-    proc = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, str(path)],
-                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("ok") == 2
 
