@@ -11,21 +11,19 @@ import functools
 import numpy as np
 import pytest
 
+from nanonorm.machine import cuda_facts
+
 numba_cuda = pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
 SIMULATOR = bool(numba_cuda.config.ENABLE_CUDASIM)    # decided by conftest, before numba's import
 
 
 def _device_module():
     """cupy with a usable GPU; skips the module where the simulator is off without one."""
-    cupy = pytest.importorskip("cupy", reason="the simulator is off and CuPy is missing: the "
-                               "CUDA kernels take CuPy arrays on a GPU (nanonorm[gpu])")
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception:  # CUDA driver missing or broken
-        count = 0
-    if count < 1:
-        pytest.skip("the simulator is off (NUMBA_ENABLE_CUDASIM=0) and there is no GPU",
+    missing = cuda_facts()["missing"]             # nanonorm info's and the bench's answer
+    if missing:
+        pytest.skip(f"the simulator is off (NUMBA_ENABLE_CUDASIM=0): {missing}",
                     allow_module_level=True)
+    import cupy
     return cupy
 
 
